@@ -27,6 +27,7 @@ ORACLES = (
     "gradient_closure",  # step(closure) where the closure computes loss and gradients
     "loss_closure",  # step(closure) where the closure returns a loss only (no backward)
     "per_sample_residuals",  # step(closure) where the closure returns per-sample residuals
+    "layer_local",  # a trainer's fit(model, data) with layer-local signals, no end-to-end backward
 )
 REFERENCE_PROBLEMS = ("quadratic", "logistic", "mlp", "separable")
 

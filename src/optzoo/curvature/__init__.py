@@ -1,0 +1,3 @@
+"""Curvature-aware optimizers: orthogonalized momentum, matrix-free inverse Hessians, Sven."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Local-learning trainers: layer-local signals instead of end-to-end backpropagation."""
+
+__all__: list[str] = []
