@@ -13,6 +13,10 @@ from torch import nn
 class Problem:
     model: nn.Module
     loss: Callable[[nn.Module], torch.Tensor]
+    # Per-sample views for the closure oracles (None where the problem has no such structure):
+    # ``loss == per_sample_losses.mean()`` and, for least squares, ``residuals.square().mean()``.
+    per_sample_losses: Callable[[nn.Module], torch.Tensor] | None = None
+    residuals: Callable[[nn.Module], torch.Tensor] | None = None
 
 
 def _logistic_data(n: int, d: int, generator: torch.Generator, noise: float):
@@ -48,7 +52,11 @@ def make_problem(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -
         def loss(m: nn.Module) -> torch.Tensor:
             return nn.functional.binary_cross_entropy_with_logits(m(x).squeeze(-1), y)
 
-        return Problem(model, loss)
+        def per_sample(m: nn.Module) -> torch.Tensor:
+            logits = m(x).squeeze(-1)
+            return nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+
+        return Problem(model, loss, per_sample_losses=per_sample)
     if name == "quadratic":
         d = 32
         q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
@@ -73,5 +81,10 @@ def make_problem(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -
         def loss(m: nn.Module) -> torch.Tensor:
             return nn.functional.mse_loss(m(x), y)
 
-        return Problem(model, loss)
+        def residuals(m: nn.Module) -> torch.Tensor:
+            return (m(x) - y).reshape(-1)
+
+        return Problem(
+            model, loss, per_sample_losses=lambda m: residuals(m).square(), residuals=residuals
+        )
     raise ValueError(f"unknown reference problem {name!r}")

@@ -280,7 +280,7 @@ def test_float64_follows_float32_trajectory(spec):
     torch.testing.assert_close(flat(p32.model), flat(p64.model), rtol=1e-3, atol=1e-4)
     for state in opt64.state.values():
         for value in state.values():
-            if isinstance(value, torch.Tensor) and value.ndim:
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and value.ndim:
                 assert value.dtype == torch.float64
 
 
@@ -346,3 +346,32 @@ def test_fast_path_equals_reference(spec):
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", FAST, ids=[s.name for s in FAST])
+def test_fast_path_skips_nonfinite_steps_without_touching_state(spec):
+    from optzoo._core.optimizer import compiler_available
+
+    if not compiler_available(torch.device("cpu")):
+        pytest.skip("no C++ compiler for torch.compile on this machine")
+    results = []
+    for implementation in ("reference", "compiled"):
+        problem = make_problem("mlp")
+        opt = build(spec, problem.model.parameters(), implementation=implementation)
+        run(opt, problem.model, problem.loss, 2)
+        before = flat(problem.model)
+        before_state = copy.deepcopy(opt.state_dict()["state"])
+        opt.zero_grad()
+        loss = problem.loss(problem.model)
+        loss.backward()
+        problem.model[0].weight.grad[1, 2] = math.inf
+        opt.step(lambda loss=loss: loss)
+        assert opt.skipped_steps == 1
+        assert torch.equal(flat(problem.model), before)
+        for pid, state in opt.state_dict()["state"].items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(value, before_state[pid][key]), key
+        run(opt, problem.model, problem.loss, 2)
+        results.append(flat(problem.model))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)

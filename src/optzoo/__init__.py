@@ -14,6 +14,7 @@ from optzoo import (
     lowrank,
 )
 from optzoo import schedules as schedules
+from optzoo import straight_through as straight_through
 from optzoo.curvature import *  # noqa: F403
 from optzoo.first_order import *  # noqa: F403
 from optzoo.gradient_free import *  # noqa: F403
@@ -30,6 +31,7 @@ __all__ = [
     "diagnostics",
     "get",
     "schedules",
+    "straight_through",
     *curvature.__all__,
     *first_order.__all__,
     *gradient_free.__all__,

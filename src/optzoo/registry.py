@@ -27,6 +27,7 @@ ORACLES = (
     "gradient_closure",  # step(closure) where the closure computes loss and gradients
     "loss_closure",  # step(closure) where the closure returns a loss only (no backward)
     "per_sample_residuals",  # step(closure) where the closure returns per-sample residuals
+    "per_sample_losses",  # step(closure) where the closure returns per-sample losses (no backward)
     "layer_local",  # a trainer's fit(model, data) with layer-local signals, no end-to-end backward
 )
 REFERENCE_PROBLEMS = ("quadratic", "logistic", "mlp", "separable")
@@ -43,6 +44,9 @@ class AlgorithmSpec:
     ``convergence`` is ``(steps, loss_threshold)`` on ``reference_problem``.
     ``invalid_hyperparameters`` lists ``(kwargs, message_fragment)`` error cases beyond those
     derived automatically from the class's ``hyperparameter_ranges``.
+    ``search_space`` is what ``optzoo bench`` tunes: hyperparameter -> ``(low, high)`` (a
+    log-uniform range) or a list of values; ``None`` (default) tunes ``lr`` log-spaced around
+    its default, or runs the defaults when there is no ``lr`` (``optzoo.bench.algorithms``).
     """
 
     name: str
@@ -61,6 +65,7 @@ class AlgorithmSpec:
     convergence: tuple[int, float] = (200, 0.35)
     test_hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     invalid_hyperparameters: tuple[tuple[Mapping[str, Any], str], ...] = ()
+    search_space: Mapping[str, Any] | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:

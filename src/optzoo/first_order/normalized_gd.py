@@ -135,5 +135,8 @@ class NormalizedGD(RuleOptimizer):
                 f"{type(self).__name__} needs the loss: call step(closure) with a closure that "
                 "computes the loss, calls backward() and returns it"
             )
-        self._group_state(group)["soft_error"].copy_(soft_error(self._loss))
+        stored = self._group_state(group)["soft_error"]
+        value = soft_error(self._loss)
+        # a step skipped on the device (fused non-finite check) keeps the stored value
+        stored.copy_(value if self._finite is None else torch.where(self._finite, value, stored))
         super()._update_group(group, params, grads)

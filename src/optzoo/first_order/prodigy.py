@@ -42,6 +42,7 @@ class ProdigyAdam:
     """
 
     buffers = ("exp_avg", "exp_avg_sq", "grad_sum", "initial_param")
+    prepare_buffers = ("grad_sum",)  # updated in prepare (masked on a skipped step)
     group_buffers = ("distance_estimate", "correlation_sum")
 
     def __init__(self) -> None:
