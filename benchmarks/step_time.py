@@ -370,7 +370,7 @@ def print_table(header: list[str], lines: list[list[str]]) -> None:
     table = Table(*header)
     for line in lines:
         table.add_row(*line)
-    Console().print(table)
+    Console(width=max(160, Console().width)).print(table)
 
 
 def main() -> None:

@@ -43,7 +43,10 @@ SEED_FREE_BATCHES = {"least_squares", "rosenbrock_10", "rosenbrock_30"} | {
     "rastrigin_10",
     "rastrigin_30",
 }
-GRADIENT_WORKLOADS = [n for n in NAMES if "gradient" in WORKLOADS[n].oracles]
+# Quick variants share their full-suite workload's build, so they are trained through it.
+GRADIENT_WORKLOADS = [
+    n for n in NAMES if "gradient" in WORKLOADS[n].oracles and not n.endswith("_quick")
+]
 
 
 @pytest.fixture(autouse=True)
@@ -91,13 +94,23 @@ def test_registry_holds_every_required_workload_with_valid_metadata():
     for name, workload in WORKLOADS.items():
         assert workload.name == name
         assert workload.oracles <= set(ORACLES) and workload.oracles
-        assert workload.suite <= set(SUITES) and "full" in workload.suite
+        assert workload.suite <= set(SUITES) and workload.suite
         assert workload.description and workload.metric
         assert workload.eval_every <= workload.max_steps
-    quick = {w.name for w in workloads_in_suite("quick")}
-    # The quick suite keeps the workloads adaptive methods are not expected to win.
-    assert {"mnist1d_cnn", "least_squares_noisy", "nondiff_digits"} <= quick
-    assert quick < {w.name for w in workloads_in_suite("full")}
+    quick = {w.name: w for w in workloads_in_suite("quick")}
+    full = {w.name: w for w in workloads_in_suite("full")}
+    # The quick suite keeps the workloads adaptive methods are not expected to win, as
+    # short-budget variants of full-suite workloads (own names, own targets).
+    assert set(quick) == {
+        f"{n}_quick"
+        for n in ("mnist1d_cnn", "mnist1d_mlp", "least_squares_noisy", "nondiff_digits")
+    }
+    for name, variant in quick.items():
+        original = full[name.removesuffix("_quick")]
+        assert variant.build is original.build and variant.oracles <= original.oracles
+        assert ("loss_closure" in variant.oracles) == (name == "nondiff_digits_quick")
+        assert variant.metric == original.metric and variant.max_steps < original.max_steps
+        assert variant.suite == {"quick"}
 
 
 def test_get_workload_is_case_insensitive_and_suggests_close_names():
@@ -183,6 +196,8 @@ def test_residuals_are_per_sample_and_their_mean_square_is_the_loss(name):
     if isinstance(batch, tuple):  # one residual per sample of the batch
         assert residuals.shape[0] == batch[0].shape[0]
     torch.testing.assert_close(task.loss(batch), residuals.square().mean())
+    assert ("per_sample_losses" in WORKLOADS[name].oracles) == hasattr(task, "per_sample_losses")
+    torch.testing.assert_close(task.per_sample_losses(batch), residuals.square())
     # and they carry gradients (least-squares methods differentiate them)
     residuals.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.parameters())
@@ -468,8 +483,14 @@ def test_targets_file_covers_every_workload_version_and_metric():
     for name, workload in WORKLOADS.items():
         entry = targets[name]
         assert entry.version == workload.version and entry.metric == workload.metric
-        assert entry.target is None and "target-setting" in entry.how
-        assert target_for(workload, targets) is None
+        if entry.target is None:
+            assert "not yet set" in entry.how
+        else:  # set by the target-setting pass, which says how
+            assert entry.target > 0 and "median over" in entry.how and "NAdamW" in entry.how
+        assert target_for(workload, targets) == entry.target
+    # the quick suite's gradient workloads have frozen targets
+    for name in ("mnist1d_mlp_quick", "mnist1d_cnn_quick", "least_squares_noisy_quick"):
+        assert targets[name].target is not None
 
 
 def test_targets_round_trip_and_are_ignored_for_another_version():

@@ -345,6 +345,12 @@ def _closure_step(task: Any, optimizer: Any, oracle: str) -> StepFn:
     residuals_of = getattr(task, "residuals", None)
     if oracle == "per_sample_residuals" and residuals_of is None:
         raise ValueError("the workload's task has no residuals(batch) for this algorithm")
+    if oracle == "per_sample_losses":
+        residuals_of = getattr(task, "per_sample_losses", None)
+        if residuals_of is None:
+            raise ValueError(
+                "the workload's task has no per_sample_losses(batch) for this algorithm"
+            )
 
     def step(batch: Any) -> torch.Tensor:
         first: list[torch.Tensor] = []
@@ -358,6 +364,9 @@ def _closure_step(task: Any, optimizer: Any, oracle: str) -> StepFn:
             elif oracle == "loss_closure":
                 with torch.no_grad():
                     value = loss = loss_of(batch)
+            elif oracle == "per_sample_losses":  # the recorded loss is their mean
+                value = residuals_of(batch)
+                loss = value.detach().mean()
             else:  # per-sample residuals; the recorded loss is their mean square
                 value = residuals_of(batch)
                 loss = value.detach().square().mean()
@@ -413,12 +422,12 @@ class _TrialRun:
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self) -> None:
-        import optzoo
+        from optzoo.bench.algorithms import resolve_algorithm
 
         start = time.perf_counter()
         trial = self.trial
         workload = resolve_workload(trial.workload)
-        spec = optzoo.get(trial.algorithm)
+        spec = resolve_algorithm(trial.algorithm)
         if spec.oracle not in workload.oracles:
             raise ValueError(
                 f"{spec.name} needs the {spec.oracle!r} oracle; workload {trial.workload!r} "
@@ -427,9 +436,7 @@ class _TrialRun:
         _seed_everything(trial.seed)
         self.task = workload.build(trial.seed)
         self.eval_every = max(1, int(workload.eval_every))
-        self.optimizer = optzoo.create(
-            spec.name, self.task.model.parameters(), **trial.hyperparameters
-        )
+        self.optimizer = spec.build(self.task.model.parameters(), **trial.hyperparameters)
         scheduler = None
         if trial.schedule is not None:
             scheduler = make_schedule(

@@ -295,7 +295,19 @@ class Store:
             raise
         return trial_id
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` in the ``meta`` table (e.g. the options of a run)."""
+        if key in ("schema_version", "optzoo_version"):
+            raise ValueError(f"meta key {key!r} is reserved")
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     # -- reading ------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """The ``meta`` value under ``key``, or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
     def has(self, key: str) -> bool:
         """Whether a finished trial with this key is stored."""
         found = self._db.execute("SELECT 1 FROM trials WHERE key = ?", (key,)).fetchone()

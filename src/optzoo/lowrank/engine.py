@@ -191,7 +191,8 @@ class LowRankOptimizer(ZooOptimizer):
                 update = self._low_rank_update(work, widened(g), self.state[p], hp, context)
             else:
                 update = self._full_rank_update(work, widened(g), self.state[p], hp)
-            update = update + hp["weight_decay"] * work
+            if hp["weight_decay"]:  # decoupled: p (1 - lr wd) - lr update, in place
+                work.mul_(1 - hp["lr"] * hp["weight_decay"])
             work.add_(update, alpha=-hp["lr"])
             if work is not p:
                 p.copy_(work)
@@ -244,7 +245,7 @@ class LowRankOptimizer(ZooOptimizer):
                 state["fisher_count"] = 0
             preconditioned = natural_gradient(r, state, hp)
         n = self._inner(preconditioned, state, hp)
-        update = up_into(projector, n, state, m) * hp["scale"]
+        update = up_into(projector, n * hp["scale"], state, m)  # scale the small factor
         residual = RESIDUALS[hp["residual"]]
         if residual is not RESIDUALS["drop"]:
             e = m - up_into(projector, r, state, m)

@@ -45,9 +45,11 @@ class Task(Protocol):
 
     Optional: ``residuals(batch)`` (a 1-D tensor of per-sample residuals with
     ``loss(batch) == residuals(batch).square().mean()``; present exactly when the workload
-    offers the ``"per_sample_residuals"`` oracle) and ``functional_loss(params, batch)`` (the
-    loss with the parameters taken from the dict ``params`` instead of ``model``, built on
-    ``torch.func.functional_call`` so that ``torch.func.vmap`` can evaluate a population).
+    offers the ``"per_sample_residuals"`` oracle), ``per_sample_losses(batch)`` (a 1-D tensor
+    whose mean is ``loss(batch)``; for the ``"per_sample_losses"`` oracle) and
+    ``functional_loss(params, batch)`` (the loss with the parameters taken from the dict
+    ``params`` instead of ``model``, built on ``torch.func.functional_call`` so that
+    ``torch.func.vmap`` can evaluate a population).
     """
 
     model: nn.Module
@@ -247,6 +249,10 @@ class ResidualTask(ModuleTask):
     def residuals(self, batch: Any) -> Tensor:
         """Per-sample residuals of ``self.model`` on ``batch`` (a 1-D tensor)."""
         return self.compute_residuals(self.model, batch)
+
+    def per_sample_losses(self, batch: Any) -> Tensor:
+        """Per-sample losses (squared residuals; their mean is ``loss(batch)``)."""
+        return self.residuals(batch).square()
 
 
 def _functional_forward(model: nn.Module, params: Mapping[str, Tensor]) -> Forward:

@@ -99,7 +99,9 @@ def build_noisy(seed: int) -> LeastSquaresTask:
     return LeastSquaresTask(seed, batch_size=8)
 
 
-ORACLES = offers("gradient", "gradient_closure", "loss_closure", "per_sample_residuals")
+ORACLES = offers(
+    "gradient", "gradient_closure", "loss_closure", "per_sample_residuals", "per_sample_losses"
+)
 
 LEAST_SQUARES = register_workload(
     Workload(
@@ -127,6 +129,6 @@ LEAST_SQUARES_NOISY = register_workload(
         max_steps=1000,
         time_budget_s=20.0,
         eval_every=50,
-        suite=frozenset({"quick", "full"}),
+        suite=frozenset({"full"}),
     )
 )

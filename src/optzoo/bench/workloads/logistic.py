@@ -95,6 +95,6 @@ LOGISTIC = register_workload(
         max_steps=1000,
         time_budget_s=20.0,
         eval_every=50,
-        suite=frozenset({"quick", "full"}),
+        suite=frozenset({"full"}),
     )
 )

@@ -175,7 +175,7 @@ MNIST1D_MLP = register_workload(
         max_steps=1500,
         time_budget_s=20.0,
         eval_every=100,
-        suite=frozenset({"quick", "full"}),
+        suite=frozenset({"full"}),
     )
 )
 
@@ -190,6 +190,6 @@ MNIST1D_CNN = register_workload(
         max_steps=1000,
         time_budget_s=30.0,
         eval_every=50,
-        suite=frozenset({"quick", "full"}),
+        suite=frozenset({"full"}),
     )
 )

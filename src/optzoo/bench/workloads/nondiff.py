@@ -81,6 +81,6 @@ NONDIFF_DIGITS = register_workload(
         max_steps=500,
         time_budget_s=30.0,
         eval_every=25,
-        suite=frozenset({"quick", "full"}),
+        suite=frozenset({"full"}),
     )
 )

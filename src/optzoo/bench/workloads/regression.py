@@ -75,7 +75,9 @@ def build_diabetes(seed: int) -> RegressionTask:
     return RegressionTask(load_diabetes_split(), lambda: mlp(10, 32), 32, seed)
 
 
-ORACLES = offers("gradient", "gradient_closure", "loss_closure", "per_sample_residuals")
+ORACLES = offers(
+    "gradient", "gradient_closure", "loss_closure", "per_sample_residuals", "per_sample_losses"
+)
 
 REGRESSION_1D = register_workload(
     Workload(

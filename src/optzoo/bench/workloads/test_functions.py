@@ -79,7 +79,9 @@ class TestFunctionTask(ResidualTask):
         return finite_or_inf(float(self.loss(None)))
 
 
-ORACLES = offers("gradient", "gradient_closure", "loss_closure", "per_sample_residuals")
+ORACLES = offers(
+    "gradient", "gradient_closure", "loss_closure", "per_sample_residuals", "per_sample_losses"
+)
 
 
 def _register(
@@ -103,10 +105,10 @@ def _register(
     )
 
 
-QUICK_AND_FULL = frozenset({"quick", "full"})
+FULL = frozenset({"full"})
 ROSENBROCK_10 = _register(
     "rosenbrock_10", rosenbrock_residuals, 10, 2.0,
-    max_steps=2000, time_budget_s=10.0, eval_every=100, suite=QUICK_AND_FULL,
+    max_steps=2000, time_budget_s=10.0, eval_every=100, suite=FULL,
 )  # fmt: skip
 ROSENBROCK_30 = _register(
     "rosenbrock_30", rosenbrock_residuals, 30, 2.0,
@@ -114,7 +116,7 @@ ROSENBROCK_30 = _register(
 )  # fmt: skip
 RASTRIGIN_10 = _register(
     "rastrigin_10", rastrigin_residuals, 10, 5.12,
-    max_steps=2000, time_budget_s=10.0, eval_every=100, suite=QUICK_AND_FULL,
+    max_steps=2000, time_budget_s=10.0, eval_every=100, suite=FULL,
 )  # fmt: skip
 RASTRIGIN_30 = _register(
     "rastrigin_30", rastrigin_residuals, 30, 5.12,
