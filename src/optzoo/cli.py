@@ -165,10 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "targets",
         help="run the target-setting pass",
         description="Tune the baseline pool (NAdamW, AdamW, momentum and Nesterov SGD, warm-up "
-        "+ cosine) generously on every chosen workload, rerun each baseline's best on fresh "
-        "seeds, and take the best baseline's median of the best metric reached within 3/4 of "
-        "the budget. Writes DIR/targets.json; --write also replaces the targets shipped with "
-        "optzoo (optzoo/bench/workloads/targets.json).",
+        "+ cosine) on every chosen workload with the benchmark's own tuning budget, rerun each "
+        "baseline's best on fresh seeds, and take the NAdamW baseline's median of the best "
+        "metric reached within 3/4 of the budget. Writes DIR/targets.json; --write also "
+        "replaces the targets shipped with optzoo (optzoo/bench/workloads/targets.json).",
     )
     targets.add_argument(
         "--workloads",

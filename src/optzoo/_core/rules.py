@@ -82,6 +82,22 @@ def realized(scalar: Tensor) -> Tensor:
     return torch.stack((scalar, scalar)).amax()
 
 
+def squared_norm(t: Tensor) -> Tensor:
+    """``||t||^2`` (low-precision tensors widened first)."""
+    return widened(t).square().sum()
+
+
+def largest_magnitude(t: Tensor) -> Tensor:
+    """``max |t|``: NaN if ``t`` holds a NaN, inf if it holds an infinity."""
+    return t.abs().amax()
+
+
+def sum_of_squares(tensors: list[Tensor]) -> Tensor:
+    """``sum_i ||t_i||^2`` over a list of tensors, in float64 for the scalar arithmetic that
+    follows."""
+    return torch.stack([squared_norm(t).double() for t in tensors]).sum()
+
+
 def add_product_(target: Tensor, a: Tensor, b: Tensor, scale: Any) -> Tensor:
     """``target += scale * a * b`` in place, for a Python-number or 0-d-tensor ``scale``."""
     if isinstance(scale, int | float):
@@ -247,8 +263,8 @@ class TrustRatio:
         """The ratio, computed in the rule's ``prepare`` from a dry run of the update."""
         if not hp.get("trust_ratio", True):
             return {}
-        w_norm = torch.linalg.vector_norm(param)
-        u_norm = torch.linalg.vector_norm(update)
+        w_norm = squared_norm(param).sqrt()
+        u_norm = squared_norm(update).sqrt()
         ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
         return {"trust_ratio": realized(ratio * hp.get("trust_coefficient", 1.0))}
 

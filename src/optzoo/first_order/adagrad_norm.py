@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from optzoo._core.optimizer import (
-    LOW_PRECISION,
     Implementation,
     NonfinitePolicy,
     ParamsT,
     RuleOptimizer,
 )
-from optzoo._core.rules import add_scaled_, realized
+from optzoo._core.rules import add_scaled_, realized, sum_of_squares
 from optzoo._core.validation import NON_NEGATIVE, POSITIVE
 from optzoo.registry import register
-
-
-def _sum_of_squares(tensors: list[Tensor]) -> Tensor:
-    """sum_i ||t_i||^2 over a list of tensors, in float64 (low-precision tensors widened first)."""
-    return torch.stack(
-        [(t.float() if t.dtype in LOW_PRECISION else t).square().sum().double() for t in tensors]
-    ).sum()
 
 
 class NormAccumulatedStep:
@@ -40,7 +31,7 @@ class NormAccumulatedStep:
         self.__name__ = "adagrad_norm"
 
     def prepare(self, params, grads, states, group_state, hp) -> list[Tensor]:
-        accumulated = group_state["sum_grad_norm_sq"].double() + _sum_of_squares(grads)
+        accumulated = group_state["sum_grad_norm_sq"].double() + sum_of_squares(grads)
         group_state["sum_grad_norm_sq"].copy_(accumulated)
         # b_{t+1} = sqrt(b_0^2 + sum_{s<=t} ||g_s||^2) > 0 since b_0^2 > 0
         step_size = realized(hp["lr"] * (accumulated + hp["initial_accumulator_value"]).rsqrt())

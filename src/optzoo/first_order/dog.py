@@ -13,7 +13,14 @@ from optzoo._core.optimizer import (
     ParamsT,
     RuleOptimizer,
 )
-from optzoo._core.rules import add_scaled_, exact_param, keep_master_copy, realized, widened
+from optzoo._core.rules import (
+    add_scaled_,
+    exact_param,
+    keep_master_copy,
+    realized,
+    sum_of_squares,
+    widened,
+)
 from optzoo._core.validation import NON_NEGATIVE, POSITIVE
 from optzoo.registry import register
 
@@ -23,11 +30,6 @@ def _with_weight_decay(grad: Tensor, param: Tensor, weight_decay: Any) -> Tensor
     if isinstance(weight_decay, int | float) and weight_decay == 0:
         return grad
     return grad + weight_decay * param
-
-
-def _sum_of_squares(tensors: list[Tensor]) -> Tensor:
-    """sum_i ||t_i||^2 over a list of tensors, in float64 for the scalar arithmetic that follows."""
-    return torch.stack([t.square().sum().double() for t in tensors]).sum()
 
 
 class DistanceOverGradients:
@@ -57,12 +59,12 @@ class DistanceOverGradients:
             for g, p in zip(grads, params, strict=True)
         ]
         initial = [s["initial_param"] for s in states]
-        distance = _sum_of_squares([p - x0 for p, x0 in zip(params, initial, strict=True)]).sqrt()
-        initial_movement = hp["reps_rel"] * (1 + _sum_of_squares(initial).sqrt())
+        distance = sum_of_squares([p - x0 for p, x0 in zip(params, initial, strict=True)]).sqrt()
+        initial_movement = hp["reps_rel"] * (1 + sum_of_squares(initial).sqrt())
         max_distance = torch.maximum(
             group_state["max_distance"].double(), torch.maximum(distance, initial_movement)
         )
-        sum_grad_norm_sq = group_state["sum_grad_norm_sq"].double() + _sum_of_squares(grads)
+        sum_grad_norm_sq = group_state["sum_grad_norm_sq"].double() + sum_of_squares(grads)
         group_state["max_distance"].copy_(max_distance)
         group_state["sum_grad_norm_sq"].copy_(sum_grad_norm_sq)
         eta = realized(hp["lr"] * max_distance / (sum_grad_norm_sq + hp["eps"]).sqrt())

@@ -50,7 +50,7 @@ def _without_loss_only(workload: Workload) -> frozenset[str]:
 
 # Time budgets: about 3x NAdamW's training time on one quiet core.
 MNIST1D_MLP_QUICK = quick_variant(MNIST1D_MLP, 500, 3.0, 25, _without_loss_only(MNIST1D_MLP))
-MNIST1D_CNN_QUICK = quick_variant(MNIST1D_CNN, 300, 6.0, 25)
+MNIST1D_CNN_QUICK = quick_variant(MNIST1D_CNN, 150, 3.0, 25)
 LEAST_SQUARES_NOISY_QUICK = quick_variant(
     LEAST_SQUARES_NOISY, 400, 2.0, 25, _without_loss_only(LEAST_SQUARES_NOISY)
 )
