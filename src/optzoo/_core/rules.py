@@ -87,11 +87,6 @@ def squared_norm(t: Tensor) -> Tensor:
     return widened(t).square().sum()
 
 
-def largest_magnitude(t: Tensor) -> Tensor:
-    """``max |t|``: NaN if ``t`` holds a NaN, inf if it holds an infinity."""
-    return t.abs().amax()
-
-
 def sum_of_squares(tensors: list[Tensor]) -> Tensor:
     """``sum_i ||t_i||^2`` over a list of tensors, in float64 for the scalar arithmetic that
     follows."""
