@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         type=_seeds,
         metavar="S,...",
-        help="final seeds, fresh (not 0, the tuning seed); default 1,2 (quick) or 1,...,5 (full)",
+        help="final seeds, fresh (not 0, the tuning seed); default 1,2,3 (quick) or 1,...,5 (full)",
     )
     bench.add_argument(
         "--tuning-budget",

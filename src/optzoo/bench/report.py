@@ -22,6 +22,7 @@ from typing import Any
 
 from optzoo.bench import score
 from optzoo.bench.benchmark import BenchConfig, chosen, stored_config
+from optzoo.bench.runner import contended
 from optzoo.bench.store import Store
 
 REPORT_FILENAME = "report.html"
@@ -310,7 +311,7 @@ def _intro(config: BenchConfig | None, store: Store, finals: Sequence[Mapping[st
             f"and workload on seed {config.tuning_seed}, warm-up + cosine schedule; final seeds "
             f"{list(config.seeds)} (paired: same initialisation and batch order for everyone)"
         )
-    if loads and cores and max(loads) > cores:
+    if loads and cores and contended(max(loads), cores):
         lines.append(
             f"<b>the machine was contended</b> (load average up to {max(loads):.1f} on {cores} "
             "cores): wall times are inflated; steps to target are not"

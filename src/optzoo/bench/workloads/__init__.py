@@ -26,6 +26,7 @@ from optzoo.bench.workloads.base import (
     Task,
     Workload,
     get_workload,
+    load_all_data,
     register_workload,
     workloads_in_suite,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "digits",
     "get_workload",
     "least_squares",
+    "load_all_data",
     "load_targets",
     "logistic",
     "mnist1d",

@@ -70,7 +70,9 @@ class Workload:
     ``time_budget_s`` are the default budget of one trial and ``eval_every`` its evaluation
     period in steps; ``suite`` says which suites (``"quick"``, ``"full"``) include it.
     ``version`` changes whenever the workload changes in a way that moves its metric, so a
-    frozen target is only used for the version it was set on.
+    frozen target is only used for the version it was set on. ``data`` is the workload's
+    cached data loader (``None`` when it has no data set): the runner calls it once in its fork
+    server, so trials (forks of it) do not each regenerate the data.
     """
 
     name: str
@@ -83,6 +85,7 @@ class Workload:
     eval_every: int
     suite: frozenset[str] = frozenset({"full"})
     version: int = 1
+    data: Callable[[], object] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.oracles) - set(ORACLES)
@@ -132,6 +135,12 @@ def get_workload(name: str) -> Workload:
     raise ValueError(
         f"unknown workload {name!r}{hint} (registered: {', '.join(sorted(_WORKLOADS))})"
     )
+
+
+def load_all_data() -> None:
+    """Call every registered workload's ``data`` loader once (each caches its result)."""
+    for loader in dict.fromkeys(w.data for w in _WORKLOADS.values() if w.data is not None):
+        loader()
 
 
 def workloads_in_suite(suite: str) -> list[Workload]:

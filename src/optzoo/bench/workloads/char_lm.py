@@ -171,6 +171,7 @@ CHAR_LM = register_workload(
         "params) on CPython's pydoc_data.topics text, batch 16x64; metric: validation loss "
         "(nats/char)",
         build=CharLMTask,
+        data=load_corpus,
         oracles=offers("gradient", "gradient_closure"),
         metric="val_loss",
         max_steps=400,

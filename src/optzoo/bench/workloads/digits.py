@@ -71,6 +71,7 @@ DIGITS_CNN = register_workload(
         description="scikit-learn digits (1347 train / 450 test 8x8 images), CNN "
         "conv16-conv32-pool-linear, batch 64, cross-entropy; metric: test error rate",
         build=build_cnn,
+        data=load_digits_split,
         oracles=offers("gradient", "gradient_closure"),
         metric="error_rate",
         max_steps=400,

@@ -109,6 +109,7 @@ LEAST_SQUARES = register_workload(
         description=f"linear least squares, {ROWS}x{DIMENSION}, Hessian condition number 1e4, "
         "full batch; metric: excess loss f(w) - f(w*)",
         build=build_exact,
+        data=make_problem,
         oracles=ORACLES,
         metric="excess_loss",
         max_steps=1000,
@@ -124,6 +125,7 @@ LEAST_SQUARES_NOISY = register_workload(
         description=f"linear least squares, {ROWS}x{DIMENSION}, Hessian condition number 1e4, "
         "minibatches of 8 rows with label noise; metric: excess loss f(w) - f(w*)",
         build=build_noisy,
+        data=make_problem,
         oracles=ORACLES,
         metric="excess_loss",
         max_steps=1000,

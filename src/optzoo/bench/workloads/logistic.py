@@ -90,6 +90,7 @@ LOGISTIC = register_workload(
         description="L2-regularised logistic regression (convex), 2048 generated samples x 32 "
         "correlated features, batch 64; metric: full training objective",
         build=LogisticTask,
+        data=make_data,
         oracles=offers("gradient", "gradient_closure", "loss_closure"),
         metric="loss",
         max_steps=1000,

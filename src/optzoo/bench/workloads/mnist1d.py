@@ -170,6 +170,7 @@ MNIST1D_MLP = register_workload(
         description="MNIST-1D (4000 train / 1000 test length-40 signals), MLP 40-100-100-10, "
         "batch 100, cross-entropy; metric: test error rate",
         build=build_mlp,
+        data=generate_mnist1d,
         oracles=offers("gradient", "gradient_closure", "loss_closure"),
         metric="error_rate",
         max_steps=1500,
@@ -185,6 +186,7 @@ MNIST1D_CNN = register_workload(
         description="MNIST-1D, 1-D CNN (3 stride-2 convolutions of 32 channels + linear), "
         "batch 100, cross-entropy; metric: test error rate (momentum SGD expected to beat Adam)",
         build=build_cnn,
+        data=generate_mnist1d,
         oracles=offers("gradient", "gradient_closure"),
         metric="error_rate",
         max_steps=1000,

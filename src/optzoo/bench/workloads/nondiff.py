@@ -76,6 +76,7 @@ NONDIFF_DIGITS = register_workload(
         "staircase logits (gradient zero almost everywhere), batch 256; metric: test error "
         "rate",
         build=build,
+        data=centered_digits,
         oracles=offers("loss_closure"),
         metric="error_rate",
         max_steps=500,

@@ -85,6 +85,7 @@ REGRESSION_1D = register_workload(
         description="fit a 1-D function from 512 noisy samples with an MLP 1-64-64-1 (tanh), "
         "batch 64, squared error; metric: test MSE on a noise-free grid",
         build=build_1d,
+        data=make_1d,
         oracles=ORACLES,
         metric="test_mse",
         max_steps=1500,
@@ -100,6 +101,7 @@ DIABETES_MLP = register_workload(
         description="scikit-learn diabetes (342 train / 100 test, 10 standardised features), "
         "MLP 10-32-32-1 (tanh), batch 32, squared error; metric: test MSE (standardised target)",
         build=build_diabetes,
+        data=load_diabetes_split,
         oracles=ORACLES,
         metric="test_mse",
         max_steps=400,
