@@ -74,3 +74,17 @@ def test_cbo_finds_rastrigins_global_minimum_where_gradient_descent_stalls():
     # measured: [0.032, 1.03, 0.017, 2.009, 0.032]; a seed can end one well away
     assert sum(f < 0.1 for f in finals) >= 3
     assert sorted(finals)[2] < 1.0 < 10.0 < stalled
+
+
+def test_alpha_set_between_steps_takes_effect():
+    """Annealing alpha through ``param_groups[0]["alpha"]`` (as CBXpy's alpha schedules do):
+    with alpha 0 the consensus written into the model is the plain mean of the particles."""
+    p = nn.Parameter(torch.tensor([0.2, 0.1, -0.3], dtype=torch.float64))
+    opt = CBO([p], lr=0.1, alpha=100.0, sigma=0.7, population_size=8, seed=3)
+    opt.step(lambda: quadratic(p))
+    before = opt.state[p]["particles"].clone()
+    weighted = gibbs_weights(torch.stack([quadratic(x) for x in before]), 100.0)[:, None] * before
+    opt.param_groups[0]["alpha"] = 0.0
+    opt.step(lambda: quadratic(p))
+    torch.testing.assert_close(p.detach(), before.mean(0), rtol=1e-12, atol=1e-12)
+    assert (p.detach() - weighted.sum(0)).abs().max() > 1e-3
