@@ -454,3 +454,38 @@ def test_kill_and_resume_loses_no_finished_trial(tmp_path):
     before_ids = {row["id"] for row in before.values()}
     assert [c for c in curves_after if c[0] in before_ids] == curves_before
     assert all(row["status"] == "ok" for row in after.values())
+
+
+def test_loss_only_algorithms_evaluate_their_population_in_one_vectorized_call():
+    """A loss-value optimizer on a task with ``functional_loss`` takes ``step_population`` (one
+    vmapped call), with the same update as its closure loop, and records the lowest loss."""
+    from optzoo.bench.workloads import get_workload
+    from optzoo.gradient_free import EvolutionStrategy
+
+    class ClosureOnly:  # the same task without functional_loss: the closure loop
+        def __init__(self, task):
+            self.model, self.task, self.seen = task.model, task, []
+
+        def loss(self, batch):
+            value = self.task.loss(batch)
+            self.seen.append(float(value))
+            return value
+
+    outcomes = []
+    for vectorized in (True, False):
+        task = get_workload("mnist1d_mlp").build(0)
+        opt = EvolutionStrategy(task.model.parameters(), num_directions=4, seed=0)
+        calls = []
+        population_step = opt.step_population
+        opt.step_population = lambda fn, c=calls, f=population_step: c.append(1) or f(fn)
+        closure_only = ClosureOnly(task)
+        step = make_step(task if vectorized else closure_only, opt, "loss_closure", None)
+        batch = task.batch(0)
+        loss = step(batch)
+        assert len(calls) == (1 if vectorized else 0)
+        params = torch.cat([p.detach().reshape(-1) for p in task.model.parameters()])
+        outcomes.append((float(loss), params))
+    (loss_v, params_v), (loss_c, params_c) = outcomes
+    assert loss_v == pytest.approx(loss_c, rel=1e-5)
+    torch.testing.assert_close(params_v, params_c, rtol=1e-5, atol=1e-6)
+    assert len(closure_only.seen) == 8 and loss_c == min(closure_only.seen)  # the lowest

@@ -384,16 +384,48 @@ def _closure_step(task: Any, optimizer: Any, oracle: str) -> StepFn:
                 first.append(loss)
             return value
 
-        optimizer.step(closure)
+        best = optimizer.step(closure)
+        if oracle == "loss_closure" and isinstance(best, torch.Tensor):
+            return best.detach()  # the lowest loss among the candidates
         return first[0]
+
+    return step
+
+
+# Candidates per vectorized call of a population step: bounds the memory of one call (PolyStep
+# asks ~1.5 candidates per parameter) while keeping the batched forward passes large.
+POPULATION_CHUNK = 512
+
+
+def _population_step(task: Any, optimizer: Any) -> StepFn:
+    """A loss-only step that evaluates the whole population in one vectorized call
+    (``step_population`` + ``vectorized_loss``: ``torch.func.functional_call`` under ``vmap``)."""
+    from optzoo.gradient_free import vectorized_loss
+
+    model, functional_loss = task.model, task.functional_loss
+
+    def step(batch: Any) -> torch.Tensor:
+        loss_fn = vectorized_loss(
+            model, lambda params: functional_loss(params, batch), POPULATION_CHUNK
+        )
+        best = optimizer.step_population(loss_fn)
+        if best is None:  # a skipped step (every candidate non-finite): the centre's loss
+            with torch.no_grad():
+                return task.loss(batch).detach()
+        return best
 
     return step
 
 
 def make_step(task: Any, optimizer: Any, oracle: str, scheduler: Any | None) -> StepFn:
     """One training step for ``oracle``: returns the (detached, on-device) loss at the
-    parameters before the update."""
+    parameters before the update; for a loss-only algorithm, the lowest loss among the
+    candidates it evaluated (its population is evaluated in one vectorized call where the
+    optimizer has ``step_population`` and the task a ``functional_loss``)."""
     inner = _gradient_step(task, optimizer) if oracle == "gradient" else None
+    vectorized = hasattr(optimizer, "step_population") and hasattr(task, "functional_loss")
+    if oracle == "loss_closure" and vectorized:
+        inner = _population_step(task, optimizer)
     if inner is None:
         inner = _closure_step(task, optimizer, oracle)
     if scheduler is None:

@@ -199,6 +199,7 @@ class LossValueOptimizer(ZooOptimizer):
         gets the optimized parameters and one ``(K, *param.shape)`` tensor per parameter and
         returns the K losses (see ``vectorized_loss``). Same updates as ``step``, given the
         same losses."""
+        self._opt_called = True  # torch's LR schedulers warn unless they saw a step
         count = self._begin(in_place=False)
         if count is None:
             return None
