@@ -51,8 +51,8 @@ def _without_loss_only(workload: Workload) -> frozenset[str]:
 # Time budgets: about NAdamW's training time on one quiet core (1.0 s; the benchmark cuts a
 # trial at twice its budget), so the cap binds only for algorithms whose steps cost several
 # first-order steps (M-FAC, FISMO, the population methods); it keeps the suite within minutes.
-MNIST1D_MLP_QUICK = quick_variant(MNIST1D_MLP, 500, 1.0, 25, _without_loss_only(MNIST1D_MLP))
-MNIST1D_CNN_QUICK = quick_variant(MNIST1D_CNN, 150, 1.0, 25)
+MNIST1D_MLP_QUICK = quick_variant(MNIST1D_MLP, 300, 1.0, 25, _without_loss_only(MNIST1D_MLP))
+MNIST1D_CNN_QUICK = quick_variant(MNIST1D_CNN, 120, 1.0, 20)
 LEAST_SQUARES_NOISY_QUICK = quick_variant(
     LEAST_SQUARES_NOISY, 400, 1.0, 25, _without_loss_only(LEAST_SQUARES_NOISY)
 )
