@@ -181,6 +181,9 @@ def _finite_flag(loss: Tensor | None, grads: list[Tensor]) -> Tensor:
     # (one stream is latency-bound on a CPU core: measured 10 against 15 GB/s for eight).
     extremes = []
     for ids in _chunks(grads):
+        if len({grads[i].shape for i in ids}) > 1:  # a run of small tensors
+            extremes += [grads[i].abs().amax().float() for i in ids]
+            continue
         largest = grads[ids[0]].abs()
         for i in ids[1:]:
             largest = torch.maximum(largest, grads[i].abs())
@@ -314,19 +317,27 @@ def _select_into(old: dict[str, Tensor], new: dict[str, Tensor], finite: Tensor)
 
 
 def run_rule(rule: RuleFn, *args: Any) -> None:
-    """Both phases, eagerly: the readable reference."""
-    apply_rule(rule, *args, prepare_rule(rule, *args))
+    """Both phases, one after the other: eagerly, the readable reference; compiled, one graph
+    per chunk for rules whose scalars are per tensor (``rule.per_tensor``). ``args``:
+    params, grads, states, group_state, hp and optionally finite."""
+    apply_rule(rule, *args[:5], prepare_rule(rule, *args), *args[5:])
 
 
 _COMPILED: dict[tuple[Any, ...], Callable[..., Any]] = {}
 # Tensors per compiled call of the elementwise phase: bounds compile time (the graph is
-# unrolled over its tensors) while amortising the per-call overhead.
+# unrolled over its tensors) while amortising the per-call overhead (about 0.1 ms a call,
+# mostly per input tensor: the step of a transformer's 64 tensors paid 2-3 ms of it).
 CHUNK = 8
+# Tensors below SMALL_NUMEL elements (biases, norm weights) are chunked together whatever
+# their shape, up to SMALL_CHUNK a call: their loops are short, so the bounds checks of loops
+# of different lengths fused together cost nothing, and the calls saved do.
+SMALL_NUMEL = 1 << 16
+SMALL_CHUNK = 64
 
 
 def compiled_phase(rule: RuleFn, phase: Callable[..., Any], signature: Any = None):
-    """``phase`` (``prepare_rule`` or ``apply_rule``) for ``rule``, compiled and cached per
-    ``signature``.
+    """``phase`` (``prepare_rule``, ``apply_rule`` or ``run_rule``) for ``rule``, compiled and
+    cached per ``signature``.
 
     Each key gets its own copy of the code object, so torch.compile's per-code cache (and its
     recompile limit) is not shared between rules or between the chunks of one rule.
@@ -359,11 +370,28 @@ def _chunks(params: list[Tensor]) -> list[list[int]]:
     """Indices of same-shaped tensors, in runs of at most ``CHUNK``: inductor fuses the loops
     of one graph horizontally, and loops of different lengths fused together pay a bounds
     check per iteration for every tensor (40 small biases beside 1M-element matrices cost
-    more than the matrices' update)."""
+    more than the matrices' update). Small tensors of any shape share runs of ``SMALL_CHUNK``.
+    """
     by_shape: dict[tuple[Any, ...], list[int]] = {}
+    small: dict[tuple[Any, ...], list[int]] = {}
     for i, p in enumerate(params):
-        by_shape.setdefault((tuple(p.shape), p.dtype, p.device), []).append(i)
-    return [ids[k : k + CHUNK] for ids in by_shape.values() for k in range(0, len(ids), CHUNK)]
+        if p.numel() < SMALL_NUMEL:
+            small.setdefault((p.dtype, p.device), []).append(i)
+        else:
+            by_shape.setdefault((tuple(p.shape), p.dtype, p.device), []).append(i)
+    runs = [run for ids in by_shape.values() for run in _balanced(ids, CHUNK)]
+    return runs + [run for ids in small.values() for run in _balanced(ids, SMALL_CHUNK)]
+
+
+def _balanced(ids: list[int], most: int) -> list[list[int]]:
+    """``ids`` in the fewest runs of at most ``most``, of near-equal lengths (12 tensors as
+    6 + 6, not 8 + 4: a kernel over few tensors reads too few streams of memory)."""
+    runs = -(-len(ids) // most)
+    return [ids[k * len(ids) // runs : (k + 1) * len(ids) // runs] for k in range(runs)]
+
+
+def _signature(tensors: list[Tensor]) -> tuple[Any, ...]:
+    return tuple((tuple(t.shape), t.dtype, t.device.type) for t in tensors)
 
 
 def run_rule_compiled(
@@ -375,26 +403,31 @@ def run_rule_compiled(
     hp: dict[str, Any],
     finite: Tensor | None = None,
 ) -> None:
-    """Both phases through torch.compile. Phase 1 is one graph for the group, so its scalars
-    reach phase 2's fused kernels as loaded inputs. Phase 2 runs per chunk of same-shaped
-    tensors when the rule has a ``prepare`` (its per-tensor work then needs nothing from other
-    tensors), else as one graph for the group."""
-    scalars = compiled_phase(rule, prepare_rule)(params, grads, states, group_state, hp, finite)
-    if not hasattr(rule, "prepare"):
-        compiled_phase(rule, apply_rule)(params, grads, states, group_state, hp, scalars, finite)
-        return
+    """Both phases through torch.compile.
+
+    A rule whose scalars are per tensor (``rule.per_tensor``: Adam's bias corrections, not a
+    norm over the group) runs as one graph per chunk of same-shaped tensors, both phases in
+    it (its scalars stored once through ``realized``). Otherwise phase 1 is one graph for the
+    group, so its scalars reach phase 2's fused kernels as loaded inputs, and phase 2 runs
+    per chunk when the rule has a ``prepare`` (its per-tensor work then needs nothing from
+    other tensors), else as one graph for the group."""
+    per_tensor = getattr(rule, "per_tensor", False)
+    scalars = None
+    if not per_tensor:
+        prepare = compiled_phase(rule, prepare_rule)
+        scalars = prepare(params, grads, states, group_state, hp, finite)
+        if not hasattr(rule, "prepare"):
+            apply = compiled_phase(rule, apply_rule)
+            apply(params, grads, states, group_state, hp, scalars, finite)
+            return
     for ids in _chunks(params):
         p = [params[i] for i in ids]
-        signature = (tuple(p[0].shape), p[0].dtype, p[0].device.type, len(ids))
-        compiled_phase(rule, apply_rule, signature)(
-            p,
-            [grads[i] for i in ids],
-            [states[i] for i in ids],
-            group_state,
-            hp,
-            [scalars[i] for i in ids],
-            finite,
-        )
+        args = [p, [grads[i] for i in ids], [states[i] for i in ids], group_state, hp]
+        if per_tensor:
+            compiled_phase(rule, run_rule, _signature(p))(*args, finite)
+        else:
+            chunk_scalars = [scalars[i] for i in ids]
+            compiled_phase(rule, apply_rule, _signature(p))(*args, chunk_scalars, finite)
 
 
 def _name(rule: Any) -> str:
@@ -477,6 +510,8 @@ class RuleOptimizer(ZooOptimizer):
             raise ValueError(f"{type(self).__name__} has no compiled implementation")
         self.implementation: Implementation = implementation
         self._compile_failed = False
+        # id(param group) -> (its hyperparameters, device, them as tensors) for the compiled path
+        self._hp_cache: dict[int, tuple[dict[str, Any], torch.device, dict[str, Any]]] = {}
         super().__init__(params, defaults, on_nonfinite=on_nonfinite)
 
     def _init_state(self, p: Tensor, state: dict[str, Tensor]) -> None:
@@ -509,6 +544,14 @@ class RuleOptimizer(ZooOptimizer):
             return False
         return device.type == "cuda" or sum(p.numel() for p in params) >= AUTO_COMPILE_MIN_NUMEL
 
+    def _tensor_hp(self, group: dict[str, Any], hp: dict[str, Any], device: torch.device):
+        """The group's hyperparameters as 0-d tensors, made again only when one changed."""
+        cached = self._hp_cache.get(id(group))
+        if cached is None or cached[0] != hp or cached[1] != device:
+            cached = (hp, device, {k: _tensorize(v, device) for k, v in hp.items()})
+            self._hp_cache[id(group)] = cached
+        return cached[2]
+
     def _update_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]):
         group_state = self._group_state(group)
         states = []
@@ -522,7 +565,7 @@ class RuleOptimizer(ZooOptimizer):
         if self._use_compiled(params):
             device = params[0].device
             try:
-                tensor_hp = {k: _tensorize(v, device) for k, v in hp.items()}
+                tensor_hp = self._tensor_hp(group, hp, device)
                 run_rule_compiled(self.rule, params, grads, states, group_state, tensor_hp, finite)
                 return
             except Exception as error:  # compile failure: fall back unless asked explicitly

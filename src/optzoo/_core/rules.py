@@ -70,8 +70,14 @@ def ema_(average: Tensor, value: Tensor, beta: Any) -> Tensor:
     return average.mul_(beta).add_(value * (1 - beta))
 
 
+# One more than the longest reduction that inductor unrolls into the loop that consumes it
+# (``torch._inductor.config.unroll_reductions_threshold``).
+UNROLLED = 9
+
+
 def realized(scalar: Tensor) -> Tensor:
-    """``scalar`` unchanged, computed once rather than per element when compiled.
+    """``scalar`` (0-d, or a vector of per-tensor scalars) unchanged, computed once rather
+    than per element when compiled.
 
     Inductor inlines a 0-d value into every loop that consumes it, so a scalar made of norms,
     square roots and divisions would be recomputed once per vector of elements; the output of
@@ -79,7 +85,7 @@ def realized(scalar: Tensor) -> Tensor:
     inductor does not fold away."""
     if not torch.compiler.is_compiling():
         return scalar
-    return torch.stack((scalar, scalar)).amax()
+    return torch.stack((scalar,) * UNROLLED).amax(0)
 
 
 def squared_norm(t: Tensor) -> Tensor:
@@ -124,7 +130,9 @@ class Chain:
 
     A transform that needs per-tensor scalars (e.g. bias corrections) defines
     ``scalars(state, hp) -> dict``; they are computed in the rule's ``prepare`` phase and
-    visible to the transform in ``state`` (use keys prefixed by the transform's name)."""
+    visible to the transform in ``state`` (use keys prefixed by the transform's name).
+    ``scalars`` reads only 0-d state (such as ``step``) with elementwise ops: it is called
+    once per group or chunk, with each 0-d state entry stacked into a vector over tensors."""
 
     def __init__(self, *transforms: Transform, name: str = "chain") -> None:
         buffers: list[str] = []
@@ -136,6 +144,9 @@ class Chain:
         self.transforms = transforms
         self.buffers = tuple(buffers)
         self.__name__ = name
+        # Scalars from the tensor's own state only (no dry run for a norm of the update): both
+        # phases can run in one compiled graph per chunk of tensors.
+        self.per_tensor = not any(hasattr(t, "scalar_from_update") for t in transforms)
 
     def prepare(
         self,
@@ -145,10 +156,20 @@ class Chain:
         group_state: State,
         hp: dict[str, Any],
     ) -> list[State]:
+        scalars: list[State] = [{} for _ in states]
         with_scalars = [t for t in self.transforms if hasattr(t, "scalars")]
-        scalars = [
-            {k: v for t in with_scalars for k, v in t.scalars(s, hp).items()} for s in states
-        ]
+        if with_scalars and states:
+            # Computed once for all tensors, from their 0-d state stacked into vectors: one
+            # small kernel and buffer per scalar, not per tensor and scalar (measured: 40
+            # biases' bias corrections cost 1.5 ms a step one by one, compiled).
+            stacked = {
+                k: torch.stack([s[k] for s in states]) for k, v in states[0].items() if v.ndim == 0
+            }
+            for t in with_scalars:
+                for key, value in t.scalars(stacked, hp).items():
+                    value = realized(value)
+                    for i, c in enumerate(scalars):
+                        c[key] = value[i]
         for index, t in enumerate(self.transforms):
             if hasattr(t, "scalar_from_update"):
                 self._dry_run(index, params, grads, states, hp, scalars)

@@ -1,0 +1,73 @@
+"""The compiled fast path's mechanics: how tensors are chunked into compiled calls, and that
+every kind of chunk (same-shaped runs, mixed small tensors, fused non-finite skip) computes
+what the eager reference computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import optzoo
+from optzoo._core import optimizer as core
+
+needs_compiler = pytest.mark.skipif(
+    not core.compiler_available(torch.device("cpu")),
+    reason="no C++ compiler for torch.compile on this machine",
+)
+
+
+def test_chunks_split_same_shaped_runs_evenly_and_pool_small_tensors():
+    big = [torch.empty(256, 256)] * 12 + [torch.empty(512, 128)] * 3
+    small = [torch.empty(1024), torch.empty(8, 8), torch.empty(3)] * 30
+    runs = core._chunks(big + small)
+    lengths = sorted(len(r) for r in runs)
+    # 12 same-shaped tensors as 6 + 6 (not 8 + 4), 3 of another shape in one run, and the
+    # 90 small tensors of three shapes pooled into two runs of 45
+    assert lengths == [3, 6, 6, 45, 45]
+    assert sorted(i for r in runs for i in r) == list(range(len(big) + len(small)))
+    for run in runs:
+        if run[0] < len(big):  # runs of large tensors hold one shape only
+            assert len({big[i].shape for i in run}) == 1
+
+
+def test_chunks_never_mix_dtypes():
+    tensors = [torch.empty(10), torch.empty(10, dtype=torch.float64)] * 3
+    for run in core._chunks(tensors):
+        assert len({tensors[i].dtype for i in run}) == 1
+
+
+def _params(seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(8, 8)] * 7 + [(4, 16)] * 2 + [(5,), (3, 2), (7,)]
+    return [torch.randn(s, generator=g).requires_grad_() for s in shapes]
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["NAdamW", "Lion"])
+def test_compiled_chunks_equal_reference_and_skip_nonfinite_steps(name, monkeypatch):
+    # Small limits, so that tiny tensors exercise every kind of run: 7 same-shaped tensors
+    # in runs of 2, 2 and 3; two of another shape; three small tensors pooled.
+    monkeypatch.setattr(core, "SMALL_NUMEL", 64)
+    monkeypatch.setattr(core, "CHUNK", 3)
+    results = []
+    for implementation in ("reference", "compiled"):
+        params = _params(0)
+        opt = optzoo.create(name, params, lr=1e-2, implementation=implementation)
+        g = torch.Generator().manual_seed(1)
+        for step in range(4):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            if step == 2:
+                params[3].grad[1, 1] = float("nan")
+                before = [p.detach().clone() for p in params]
+                state = [v.clone() for s in opt.state.values() for v in s.values()]
+            opt.step()
+            if step == 2:
+                assert opt.skipped_steps == 1
+                assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
+                after = [v for s in opt.state.values() for v in s.values()]
+                assert all(torch.equal(a, b) for a, b in zip(state, after, strict=True))
+        results.append([p.detach().clone() for p in params])
+    for ref, fast in zip(*results, strict=True):
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(results[0][0], _params(0)[0])  # the steps did move the weights
