@@ -2,7 +2,9 @@
 
 The tensors are those of a ~19M-parameter transformer (12 x 1024x1024, 12 x 1024x512,
 40 x 1024; ``--scale`` shrinks the matrices' rows, the tensor count stays), float32 on CPU,
-with fixed random gradients. Timed: the anchor ``torch.optim.AdamW(fused=True)``; every
+with fixed random gradients. Timed: the anchor ``torch.optim.AdamW(fused=True)`` (it checks
+nothing: compare with ``--nonfinite ignore``), and the same with the non-finite check that
+``torch.amp.GradScaler`` adds (compare with our default ``skip``, the same contract); every
 registered elementwise optzoo algorithm at its defaults, through the compiled fast path
 (``--reference`` adds the eager per-tensor reference); and pytorch-optimizer's version of the
 same algorithm where it has one (optional ``compare`` extra), configured alike.
@@ -102,6 +104,24 @@ class Candidate:
     def step(self) -> None:
         """One optimizer step."""
         self.optimizer.step(self.closure)
+
+
+class CheckedAnchor(Candidate):
+    """Fused AdamW that skips non-finite steps the way ``torch.amp.GradScaler`` makes it: one
+    fused check of the gradients (which also unscales them, here by 1: a read and a write),
+    then the fused step, which reads the flag (``found_inf``) and skips on the device. Our
+    ``on_nonfinite="skip"`` is the same contract; torch's plain fused AdamW checks nothing."""
+
+    def step(self) -> None:
+        """Check, then step."""
+        opt = self.optimizer
+        if getattr(opt, "found_inf", None) is None:
+            opt.found_inf, opt.grad_scale = torch.zeros(()), None
+            self.unit = torch.ones(())
+        opt.found_inf.zero_()
+        grads = [p.grad for p in self.params]
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, opt.found_inf, self.unit)
+        opt.step()
 
 
 class BandwidthProbe:
@@ -208,7 +228,11 @@ def all_candidates(args: argparse.Namespace) -> list[Candidate]:
     skipped = [s.name for s in specs if not s.elementwise]
     if skipped:
         print(f"not elementwise, not timed here: {', '.join(skipped)}")
-    candidates = [anchor]
+    checked = CheckedAnchor(
+        Result("AdamW", "torch fused + check", {"fused": True}),
+        functools.partial(torch.optim.AdamW, fused=True),
+    )
+    candidates = [anchor, checked]
     for spec in specs:
         if spec.elementwise:
             candidates += optzoo_candidates(spec, args.reference, args.nonfinite)
@@ -287,7 +311,7 @@ def paired_median(numerator: Result, denominator: Result) -> float | None:
 
 def summarize(candidates: list[Candidate], bandwidth: float, numel: int) -> list[dict]:
     """Per candidate: its result plus the derived figures (median, ratios, roofline)."""
-    anchor = candidates[0].result
+    anchor, checked = candidates[0].result, candidates[1].result
     theirs = {
         c.result.algorithm: c.result for c in candidates if c.result.impl == "pytorch_optimizer"
     }
@@ -295,12 +319,14 @@ def summarize(candidates: list[Candidate], bandwidth: float, numel: int) -> list
     for c in candidates:
         r = c.result
         row = asdict(r) | {"median_ms": None, "x_fused_adamw": None, "roofline": None}
+        row["x_fused_adamw_checked"] = None
         if r.step_s:
             median = statistics.median(r.step_s)
             must_move = numel * (12 + 2 * r.state_bytes)
             row |= {
                 "median_ms": median * 1e3,
                 "x_fused_adamw": paired_median(r, anchor),
+                "x_fused_adamw_checked": paired_median(r, checked),
                 "roofline": must_move / bandwidth / median,
             }
         other = theirs.get(r.algorithm)
@@ -343,6 +369,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
                 state,
                 fmt(row["median_ms"], ".2f"),
                 fmt(row["x_fused_adamw"], ".2f"),
+                fmt(row["x_fused_adamw_checked"], ".2f"),
                 fmt(row["roofline"], ".0%"),
                 fmt(row.get("pytorch_optimizer_ms"), ".2f"),
                 fmt(row.get("speedup_over_pytorch_optimizer"), ".2f"),
@@ -434,6 +461,7 @@ def main() -> None:
         "state B/param meas / reg",
         "median ms",
         "x fused AdamW",
+        "x fused AdamW + check",
         "roofline",
         "pytorch_optimizer ms",
         "our speed-up",

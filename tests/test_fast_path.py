@@ -71,3 +71,35 @@ def test_compiled_chunks_equal_reference_and_skip_nonfinite_steps(name, monkeypa
     for ref, fast in zip(*results, strict=True):
         torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
     assert not torch.equal(results[0][0], _params(0)[0])  # the steps did move the weights
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["AdaGradNorm", "DoG"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_norm_rules_skip_nonfinite_steps_from_their_own_norm(name, groups, monkeypatch):
+    params = _params(0)
+    spec = [{"params": params[:5]}, {"params": params[5:]}] if groups == 2 else params
+    opt = optzoo.create(name, spec, implementation="compiled")
+    if groups == 1:  # the update's own norm is the check: no separate read of the gradients
+
+        def no_separate_check(*args):
+            raise AssertionError("the gradients were read for a separate check")
+
+        monkeypatch.setattr(core, "finite_flag", no_separate_check)
+        monkeypatch.setattr(core, "_finite_flag", no_separate_check)
+    g = torch.Generator().manual_seed(1)
+    for step in range(4):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        if step == 2:
+            params[-1].grad[0] = float("inf")
+            before = [p.detach().clone() for p in params]
+            state = [v.clone() for s in opt.state.values() for v in s.values()]
+        opt.step()
+        if step == 2:
+            assert opt.skipped_steps == 1
+            assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
+            after = [v for s in opt.state.values() for v in s.values()]
+            assert all(torch.equal(a, b) for a, b in zip(state, after, strict=True))
+    assert opt.skipped_steps == 1
+    assert not torch.equal(params[0], before[0])  # the last step was taken

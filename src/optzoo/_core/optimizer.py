@@ -70,8 +70,10 @@ class ZooOptimizer(torch.optim.Optimizer):
         self.on_nonfinite: NonfinitePolicy = on_nonfinite
         self._skipped: int | Tensor = 0
         # During a step whose non-finite check is fused into the update (see ``step``): the
-        # 0-d bool "every gradient and the loss are finite", else None.
+        # 0-d bool "every gradient and the loss are finite", else None; and whether the
+        # update still has to check the gradients itself (see ``_update_checks_gradients``).
         self._finite: Tensor | None = None
+        self._check_in_update = False
         super().__init__(params, defaults)
 
     @property
@@ -126,17 +128,26 @@ class ZooOptimizer(torch.optim.Optimizer):
                 self._skipped = self._skipped + 1
                 return loss
             grads = [g for _, _, gs in work for g in gs]
-            try:
-                finite = finite_flag(loss, grads)
-            except Exception:  # no working compiler after all: the same check, eagerly
-                finite = _finite_flag(loss if isinstance(loss, Tensor) else None, grads)
-            self._skipped = self._skipped + (~finite).to(torch.int64)
+            # The update itself may check the gradients (``RuleOptimizer``'s gradient_check):
+            # then only the loss is checked here, and the update ANDs in the rest.
+            self._check_in_update = self._update_checks_gradients(work)
+            if self._check_in_update:
+                finite = torch.ones((), dtype=torch.bool, device=grads[0].device)
+                if isinstance(loss, Tensor):
+                    finite = finite & loss.detach().isfinite().all().to(finite.device)
+            else:
+                try:
+                    finite = finite_flag(loss, grads)
+                except Exception:  # no working compiler after all: the same check, eagerly
+                    finite = _finite_flag(loss if isinstance(loss, Tensor) else None, grads)
             self._finite = finite
             try:
                 for group, params, grads in work:
                     self._update_group(group, params, grads)
+                self._skipped = self._skipped + (~self._finite).to(torch.int64)
             finally:
                 self._finite = None
+                self._check_in_update = False
             return loss
         if self.on_nonfinite != "ignore" and not _all_finite(loss, work):
             if self.on_nonfinite == "raise":
@@ -152,6 +163,11 @@ class ZooOptimizer(torch.optim.Optimizer):
     def _fuses_nonfinite_check(self, work: list[tuple[dict, list[Tensor], list[Tensor]]]) -> bool:
         """Whether this step's updates can take the non-finite flag as a device tensor and
         mask themselves (no subclass does by default)."""
+        return False
+
+    def _update_checks_gradients(self, work: list[tuple[dict, list[Tensor], list[Tensor]]]):
+        """Whether this step's (fused) update finds non-finite gradients by itself, folding
+        them into ``self._finite`` before it writes anything (no subclass does by default)."""
         return False
 
     def _update_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]):
@@ -235,9 +251,11 @@ def prepare_rule(
     group_state: dict[str, Tensor],
     hp: dict[str, Any],
     finite: Tensor | None = None,
-) -> Any:
+    check: bool = False,
+) -> tuple[Any, Tensor | None]:
     """Phase 1 of a step: advance the per-parameter ``step`` counters and compute the rule's
-    scalars (``rule.prepare``: bias corrections, group-wide norms, ...).
+    scalars (``rule.prepare``: bias corrections, group-wide norms, ...). Returns the scalars
+    and the step's non-finite flag.
 
     A separate phase because inductor inlines 0-d computations into the elementwise loop that
     consumes them: a bias correction's ``pow`` would then run once per vector of elements
@@ -245,25 +263,28 @@ def prepare_rule(
 
     With ``finite`` (compiled path), what ``prepare`` writes is kept only where it is true:
     the group state, the 0-d per-parameter state and the full-size buffers the rule lists in
-    ``prepare_buffers``."""
+    ``prepare_buffers``. With ``check``, for a rule whose ``gradient_check`` names a group
+    buffer that ``prepare`` leaves non-finite whenever a gradient is (a sum of squared gradient
+    norms), that buffer's finiteness is ANDed into the flag: the step then needs no separate
+    read of the gradients."""
     prepare = getattr(rule, "prepare", None)
     if finite is None:
         for s in states:
             s["step"] += 1
-        return prepare(params, grads, states, group_state, hp) if prepare is not None else None
-    for s in states:
-        s["step"] += finite
-    if prepare is None:
-        return None
+        return (prepare(params, grads, states, group_state, hp) if prepare else None), None
     written = set(getattr(rule, "prepare_buffers", ()))
     work_states = [
         {k: v.clone() if k in written or v.ndim == 0 else v for k, v in s.items()} for s in states
     ]
+    for s in work_states:
+        s["step"] += 1
     work_group = _copies(group_state)
-    scalars = prepare(params, grads, work_states, work_group, hp)
+    scalars = prepare(params, grads, work_states, work_group, hp) if prepare else None
+    if check:
+        finite = finite & work_group[rule.gradient_check].isfinite()
     for old, new in zip([*states, group_state], [*work_states, work_group], strict=True):
         _select_into(old, {k: v for k, v in new.items() if v is not old.get(k)}, finite)
-    return scalars
+    return scalars, finite
 
 
 def apply_rule(
@@ -316,11 +337,14 @@ def _select_into(old: dict[str, Tensor], new: dict[str, Tensor], finite: Tensor)
             old[key].copy_(torch.where(finite, value, old[key]))
 
 
-def run_rule(rule: RuleFn, *args: Any) -> None:
+def run_rule(rule: RuleFn, *args: Any) -> Tensor | None:
     """Both phases, one after the other: eagerly, the readable reference; compiled, one graph
     per chunk for rules whose scalars are per tensor (``rule.per_tensor``). ``args``:
-    params, grads, states, group_state, hp and optionally finite."""
-    apply_rule(rule, *args[:5], prepare_rule(rule, *args), *args[5:])
+    params, grads, states, group_state, hp, and optionally finite and check; returns the
+    step's flag."""
+    scalars, finite = prepare_rule(rule, *args)
+    apply_rule(rule, *args[:5], scalars, finite)
+    return finite
 
 
 _COMPILED: dict[tuple[Any, ...], Callable[..., Any]] = {}
@@ -402,8 +426,10 @@ def run_rule_compiled(
     group_state: dict[str, Tensor],
     hp: dict[str, Any],
     finite: Tensor | None = None,
-) -> None:
-    """Both phases through torch.compile.
+    check: bool = False,
+) -> Tensor | None:
+    """Both phases through torch.compile; returns the step's non-finite flag (``finite`` and,
+    with ``check``, the rule's own gradient check: see ``prepare_rule``).
 
     A rule whose scalars are per tensor (``rule.per_tensor``: Adam's bias corrections, not a
     norm over the group) runs as one graph per chunk of same-shaped tensors, both phases in
@@ -415,11 +441,11 @@ def run_rule_compiled(
     scalars = None
     if not per_tensor:
         prepare = compiled_phase(rule, prepare_rule)
-        scalars = prepare(params, grads, states, group_state, hp, finite)
+        scalars, finite = prepare(params, grads, states, group_state, hp, finite, check)
         if not hasattr(rule, "prepare"):
             apply = compiled_phase(rule, apply_rule)
             apply(params, grads, states, group_state, hp, scalars, finite)
-            return
+            return finite
     for ids in _chunks(params):
         p = [params[i] for i in ids]
         args = [p, [grads[i] for i in ids], [states[i] for i in ids], group_state, hp]
@@ -428,6 +454,7 @@ def run_rule_compiled(
         else:
             chunk_scalars = [scalars[i] for i in ids]
             compiled_phase(rule, apply_rule, _signature(p))(*args, chunk_scalars, finite)
+    return finite
 
 
 def _name(rule: Any) -> str:
@@ -566,7 +593,10 @@ class RuleOptimizer(ZooOptimizer):
             device = params[0].device
             try:
                 tensor_hp = self._tensor_hp(group, hp, device)
-                run_rule_compiled(self.rule, params, grads, states, group_state, tensor_hp, finite)
+                args = (params, grads, states, group_state, tensor_hp, finite)
+                finite = run_rule_compiled(self.rule, *args, self._check_in_update)
+                if finite is not None:
+                    self._finite = finite
                 return
             except Exception as error:  # compile failure: fall back unless asked explicitly
                 if self.implementation == "compiled":
@@ -578,9 +608,16 @@ class RuleOptimizer(ZooOptimizer):
                     stacklevel=3,
                 )
                 self._compile_failed = True
-        if finite is not None and not bool(finite):
-            return  # a fused check was planned, the compiled update failed: skip on the host
+        # A fused check was planned and the compiled update failed: decide on the host.
+        work = [(group, params, grads)]
+        if finite is not None and not (bool(finite) and _all_finite(None, work)):
+            self._finite = torch.zeros((), dtype=torch.bool, device=finite.device)
+            return
         run_rule(self.rule, params, grads, states, group_state, hp)
 
     def _fuses_nonfinite_check(self, work: list[tuple[dict, list[Tensor], list[Tensor]]]) -> bool:
         return all(self._use_compiled(params) for _, params, _ in work)
+
+    def _update_checks_gradients(self, work: list[tuple[dict, list[Tensor], list[Tensor]]]):
+        # one group: its prepare sees every gradient of the step
+        return len(work) == 1 and getattr(self.rule, "gradient_check", None) is not None

@@ -26,6 +26,9 @@ class NormAccumulatedStep:
 
     buffers = ()
     group_buffers = ("sum_grad_norm_sq",)
+    # Non-finite whenever a gradient is (or its squared norm overflows float32): the fused
+    # update's own non-finite check, with no separate read of the gradients.
+    gradient_check = "sum_grad_norm_sq"
 
     def __init__(self) -> None:
         self.__name__ = "adagrad_norm"

@@ -43,6 +43,9 @@ class DistanceOverGradients:
 
     buffers = ("initial_param",)
     group_buffers = ("max_distance", "sum_grad_norm_sq")
+    # Non-finite whenever a gradient is (or its squared norm overflows float32): the fused
+    # update's own non-finite check, with no separate read of the gradients.
+    gradient_check = "sum_grad_norm_sq"
 
     def __init__(self) -> None:
         self.__name__ = "dog"
