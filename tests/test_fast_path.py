@@ -42,6 +42,27 @@ def _params(seed: int) -> list[torch.Tensor]:
     return [torch.randn(s, generator=g).requires_grad_() for s in shapes]
 
 
+def _train_with_a_bad_step(opt, params: list[torch.Tensor], poison) -> None:
+    """Four steps on seeded random gradients; the third gets a non-finite entry (``poison``
+    writes it) and must be skipped, leaving every parameter and state tensor bit-identical."""
+    g = torch.Generator().manual_seed(1)
+    for step in range(4):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        if step == 2:
+            poison(params)
+            before = [p.detach().clone() for p in params]
+            state = [v.clone() for s in opt.state.values() for v in s.values()]
+        opt.step()
+        if step == 2:
+            assert opt.skipped_steps == 1
+            assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
+            after = [v for s in opt.state.values() for v in s.values()]
+            assert all(torch.equal(a, b) for a, b in zip(state, after, strict=True))
+    assert opt.skipped_steps == 1
+    assert not torch.equal(params[0], before[0])  # the last step was taken
+
+
 @needs_compiler
 @pytest.mark.parametrize("name", ["NAdamW", "Lion"])
 def test_compiled_chunks_equal_reference_and_skip_nonfinite_steps(name, monkeypatch):
@@ -53,24 +74,10 @@ def test_compiled_chunks_equal_reference_and_skip_nonfinite_steps(name, monkeypa
     for implementation in ("reference", "compiled"):
         params = _params(0)
         opt = optzoo.create(name, params, lr=1e-2, implementation=implementation)
-        g = torch.Generator().manual_seed(1)
-        for step in range(4):
-            for p in params:
-                p.grad = torch.randn(p.shape, generator=g)
-            if step == 2:
-                params[3].grad[1, 1] = float("nan")
-                before = [p.detach().clone() for p in params]
-                state = [v.clone() for s in opt.state.values() for v in s.values()]
-            opt.step()
-            if step == 2:
-                assert opt.skipped_steps == 1
-                assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
-                after = [v for s in opt.state.values() for v in s.values()]
-                assert all(torch.equal(a, b) for a, b in zip(state, after, strict=True))
+        _train_with_a_bad_step(opt, params, lambda ps: ps[3].grad[1].fill_(float("nan")))
         results.append([p.detach().clone() for p in params])
     for ref, fast in zip(*results, strict=True):
         torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(results[0][0], _params(0)[0])  # the steps did move the weights
 
 
 @needs_compiler
@@ -87,19 +94,4 @@ def test_norm_rules_skip_nonfinite_steps_from_their_own_norm(name, groups, monke
 
         monkeypatch.setattr(core, "finite_flag", no_separate_check)
         monkeypatch.setattr(core, "_finite_flag", no_separate_check)
-    g = torch.Generator().manual_seed(1)
-    for step in range(4):
-        for p in params:
-            p.grad = torch.randn(p.shape, generator=g)
-        if step == 2:
-            params[-1].grad[0] = float("inf")
-            before = [p.detach().clone() for p in params]
-            state = [v.clone() for s in opt.state.values() for v in s.values()]
-        opt.step()
-        if step == 2:
-            assert opt.skipped_steps == 1
-            assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
-            after = [v for s in opt.state.values() for v in s.values()]
-            assert all(torch.equal(a, b) for a, b in zip(state, after, strict=True))
-    assert opt.skipped_steps == 1
-    assert not torch.equal(params[0], before[0])  # the last step was taken
+    _train_with_a_bad_step(opt, params, lambda ps: ps[-1].grad[0].fill_(float("inf")))
