@@ -95,3 +95,17 @@ def test_norm_rules_skip_nonfinite_steps_from_their_own_norm(name, groups, monke
         monkeypatch.setattr(core, "finite_flag", no_separate_check)
         monkeypatch.setattr(core, "_finite_flag", no_separate_check)
     _train_with_a_bad_step(opt, params, lambda ps: ps[-1].grad[0].fill_(float("inf")))
+
+
+@needs_compiler
+def test_norm_rule_with_its_own_check_still_skips_a_nonfinite_loss():
+    params = _params(0)
+    opt = optzoo.create("AdaGradNorm", params, implementation="compiled")
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step(lambda: torch.tensor(float("nan")))
+    assert opt.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(params, _params(0), strict=True))
+    opt.step(lambda: torch.tensor(1.0))
+    assert opt.skipped_steps == 1
+    assert not torch.equal(params[0], _params(0)[0])
