@@ -109,3 +109,22 @@ def test_norm_rule_with_its_own_check_still_skips_a_nonfinite_loss():
     opt.step(lambda: torch.tensor(1.0))
     assert opt.skipped_steps == 1
     assert not torch.equal(params[0], _params(0)[0])
+
+
+@needs_compiler
+def test_compiled_sigmoid_is_within_a_few_ulps_of_the_exact_one():
+    from optzoo._core.rules import sigmoid
+
+    compiled = torch.compile(sigmoid, fullgraph=True, dynamic=False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(100_000, generator=g) * 5, torch.linspace(-120, 120, 100_001)])
+    exact = torch.sigmoid(x.double())
+    ulps = (compiled(x).double() - exact).abs() / exact / torch.finfo(torch.float32).eps
+    normal = exact > torch.finfo(torch.float32).tiny
+    assert ulps[normal].max() < 2.5
+    assert ulps[x >= 0].max() < 1.5  # diffGrad's friction: the sigmoid of a magnitude
+    edges = torch.tensor([float("inf"), -float("inf"), 0.0, 1e30, -1e30, float("nan")])
+    out = compiled(edges)
+    assert out[:5].tolist() == [1.0, 0.0, 0.5, 1.0, 0.0]
+    assert out[5].isnan()
+    assert torch.equal(sigmoid(x), torch.sigmoid(x))  # eager: torch's own

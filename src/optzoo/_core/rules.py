@@ -17,6 +17,7 @@ Python ``if`` on values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -68,6 +69,39 @@ def ema_(average: Tensor, value: Tensor, beta: Any) -> Tensor:
     if isinstance(beta, int | float):
         return average.lerp_(value, 1 - beta)
     return average.mul_(beta).add_(value * (1 - beta))
+
+
+# exp(r) for |r| <= ln(2) / 2 as its Taylor polynomial of degree 6 (truncation error
+# (ln 2 / 2)^7 / 7! = 1.2e-7, about one float32 ulp), highest power first for Horner's rule;
+# ln 2 split in two (Cody and Waite) so that n * _LN2_HIGH is exact for |n| <= 128.
+_EXP_TAYLOR = tuple(1 / math.factorial(k) for k in range(6, -1, -1))
+_LN2_HIGH, _LN2_LOW = 0.693359375, math.log(2.0) - 0.693359375
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """``1 / (1 + exp(-x))``.
+
+    Eager, and off the CPU or outside float32: ``torch.sigmoid``. Compiled for a float32 CPU
+    tensor: ``exp(-x) = 2^n exp(r)`` with n = round(-x / ln 2), exp(r) a polynomial and 2^n
+    built from its exponent bits, so the whole sigmoid is a few vector instructions inline in
+    the kernel. Inductor's ``exp`` is a call into SLEEF that spills every vector register
+    around it: measured, it made diffGrad's fused step 2.3x fused AdamW, against 1.5x this
+    way and 1.3x with no exponential at all. Within 2.5 float32 ulps of the exact sigmoid
+    where that is a normal number, 1.3 for x >= 0 (tested; ``torch.sigmoid`` is within 1.2);
+    +-inf give 1 and 0, NaN stays NaN."""
+    if not torch.compiler.is_compiling() or x.dtype != torch.float32 or x.device.type != "cpu":
+        return torch.sigmoid(x)
+    # exp(88.7) overflows float32 and 2^-126 is its smallest normal number: clamped there, n
+    # stays in [-126, 128] (2^128 is the bit pattern of +inf, so x <= -88.7 gives 0) and
+    # 1 + exp(-x) is 1 for x >= 87.3
+    minus_x = -x.clamp(-88.7, 87.3)
+    n = (minus_x * (1 / math.log(2.0))).round()
+    r = minus_x - n * _LN2_HIGH - n * _LN2_LOW
+    exp_r = torch.full_like(r, _EXP_TAYLOR[0])
+    for c in _EXP_TAYLOR[1:]:
+        exp_r = exp_r * r + c
+    two_to_n = ((n.to(torch.int32) + 127) << 23).view(torch.float32)
+    return 1 / (1 + exp_r * two_to_n)
 
 
 # One more than the longest reduction that inductor unrolls into the loop that consumes it

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 from optzoo._core.optimizer import Implementation, NonfinitePolicy, ParamsT, RuleOptimizer
-from optzoo._core.rules import AddDecayedWeights, ScaleByAdam, chain
+from optzoo._core.rules import AddDecayedWeights, ScaleByAdam, chain, sigmoid
 from optzoo._core.validation import NON_NEGATIVE, POSITIVE, UNIT_OPEN_RIGHT
 from optzoo.registry import register
 
@@ -13,13 +11,15 @@ from optzoo.registry import register
 class DiffGradFriction:
     """Multiplies the incoming direction by diffGrad's friction coefficient
     xi = sigmoid(|g_prev - g|), elementwise in [0.5, 1), computed from the raw gradient; then
-    remembers g as the next step's g_prev (zero before the first step). No hyperparameters."""
+    remembers g as the next step's g_prev (zero before the first step). No hyperparameters.
+    Compiled, the sigmoid is ``rules.sigmoid``'s inline form (within 1.3 float32 ulps of the
+    exact one here): a call to the vectorized ``exp`` made the step 1.2x slower."""
 
     buffers = ("previous_grad",)
 
     def __call__(self, update, param, grad, state, hp):
         previous = state["previous_grad"]
-        friction = torch.sigmoid((previous - grad).abs_())
+        friction = sigmoid((previous - grad).abs_())
         previous.copy_(grad)
         return update * friction
 
