@@ -357,6 +357,9 @@ CHUNK = 8
 # of different lengths fused together cost nothing, and the calls saved do.
 SMALL_NUMEL = 1 << 16
 SMALL_CHUNK = 64
+# Inductor re-checks every input's sizes and strides on each call, which dynamo's guards have
+# already matched: 0.85 us an input, 0.15 ms of the 40 biases' call.
+_OPTIONS = {"size_asserts": False}
 
 
 def compiled_phase(rule: RuleFn, phase: Callable[..., Any], signature: Any = None):
@@ -373,7 +376,7 @@ def compiled_phase(rule: RuleFn, phase: Callable[..., Any], signature: Any = Non
             return _phase(_rule, *args)
 
         run.__code__ = run.__code__.replace(co_name=f"{phase.__name__}_{_name(rule)}")
-        _COMPILED[key] = torch.compile(run, fullgraph=True, dynamic=False)
+        _COMPILED[key] = torch.compile(run, fullgraph=True, dynamic=False, options=_OPTIONS)
     return _COMPILED[key]
 
 
@@ -386,7 +389,7 @@ def _compiled(fn: Callable[..., Any], signature: Any) -> Callable[..., Any]:
             return _fn(*args)
 
         run.__code__ = run.__code__.replace(co_name=fn.__name__.lstrip("_"))
-        _COMPILED[key] = torch.compile(run, fullgraph=True, dynamic=False)
+        _COMPILED[key] = torch.compile(run, fullgraph=True, dynamic=False, options=_OPTIONS)
     return _COMPILED[key]
 
 
