@@ -81,6 +81,31 @@ def test_compiled_chunks_equal_reference_and_skip_nonfinite_steps(name, monkeypa
 
 
 @needs_compiler
+def test_chunk_plan_is_made_once_per_set_of_parameters_with_gradients(monkeypatch):
+    made = []
+    real = core.chunk_plan
+    monkeypatch.setattr(
+        core, "chunk_plan", lambda rule, params: made.append(len(params)) or real(rule, params)
+    )
+    params = _params(0)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt = optzoo.create("Lion", params[:9], implementation="compiled")
+    opt.step()
+    opt.step()
+    assert made == [9]
+    params[0].grad = None  # another set of parameters has gradients: a plan of its own
+    opt.step()
+    assert made == [9, 8]
+    params[0].grad = torch.ones_like(params[0])
+    opt.step()
+    assert made == [9, 8]  # the first set again: its plan is kept
+    opt.add_param_group({"params": params[9:]})  # plans are made again for every group
+    opt.step()
+    assert made == [9, 8, 9, 3]
+
+
+@needs_compiler
 @pytest.mark.parametrize("name", ["AdaGradNorm", "DoG"])
 @pytest.mark.parametrize("groups", [1, 2])
 def test_norm_rules_skip_nonfinite_steps_from_their_own_norm(name, groups, monkeypatch):
