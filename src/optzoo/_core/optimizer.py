@@ -359,8 +359,12 @@ CHUNK = 8
 SMALL_NUMEL = 1 << 16
 SMALL_CHUNK = 64
 # Inductor re-checks every input's sizes and strides on each call, which dynamo's guards have
-# already matched: 0.85 us an input, 0.15 ms of the 40 biases' call.
-_OPTIONS = {"size_asserts": False}
+# already matched: 0.85 us an input, 0.15 ms of the 40 biases' call. Its C++ kernels are built
+# with floating-point contraction off; on, a multiply and an add become one fused
+# multiply-add (one rounding instead of two, well within the fast path's tolerance of the
+# eager reference): measured in one run, x fused AdamW, diffGrad 1.91 -> 1.59 (its step is
+# compute-bound), NAdamW 1.08 -> 1.06, Lion 0.80 -> 0.79.
+_OPTIONS = {"size_asserts": False, "cpp.enable_floating_point_contract_flag": "fast"}
 
 
 def compiled_phase(rule: RuleFn, phase: Callable[..., Any], signature: Any = None):
