@@ -138,11 +138,11 @@ def test_norm_rule_with_its_own_check_still_skips_a_nonfinite_loss():
 
 @needs_compiler
 def test_compiled_sigmoid_is_within_a_few_ulps_of_the_exact_one():
-    from optzoo._core.optimizer import _OPTIONS
+    from optzoo._core.optimizer import inductor_options
     from optzoo._core.rules import sigmoid
 
     # built as the fast path builds its kernels (fused multiply-adds included)
-    compiled = torch.compile(sigmoid, fullgraph=True, dynamic=False, options=_OPTIONS)
+    compiled = torch.compile(sigmoid, fullgraph=True, dynamic=False, options=inductor_options())
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(100_000, generator=g) * 5, torch.linspace(-120, 120, 100_001)])
     exact = torch.sigmoid(x.double())
@@ -155,3 +155,16 @@ def test_compiled_sigmoid_is_within_a_few_ulps_of_the_exact_one():
     assert out[:5].tolist() == [1.0, 0.0, 0.5, 1.0, 0.0]
     assert out[5].isnan()
     assert torch.equal(sigmoid(x), torch.sigmoid(x))  # eager: torch's own
+
+
+def test_inductor_options_drop_what_this_torch_does_not_know(monkeypatch):
+    from optzoo._core import optimizer
+
+    monkeypatch.setattr(optimizer, "_OPTIONS", {"size_asserts": False, "no_such_option": 1})
+    optimizer.inductor_options.cache_clear()
+    try:
+        assert optimizer.inductor_options() == {"size_asserts": False}
+    finally:
+        monkeypatch.undo()
+        optimizer.inductor_options.cache_clear()
+    assert optimizer.inductor_options() == optimizer._OPTIONS  # torch 2.13 knows both

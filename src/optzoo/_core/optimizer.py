@@ -367,6 +367,16 @@ SMALL_CHUNK = 64
 _OPTIONS = {"size_asserts": False, "cpp.enable_floating_point_contract_flag": "fast"}
 
 
+@functools.cache
+def inductor_options() -> dict[str, Any]:
+    """``_OPTIONS`` that this torch's inductor knows (an unknown option fails the compile, and
+    torch releases in the supported range differ in what they have)."""
+    from torch._inductor import config
+
+    known = config.get_config_copy()
+    return {k: v for k, v in _OPTIONS.items() if k in known}
+
+
 def compiled_phase(rule: RuleFn, phase: Callable[..., Any], signature: Any = None):
     """``phase`` (``prepare_rule``, ``apply_rule`` or ``run_rule``) for ``rule``, compiled and
     cached per ``signature``.
@@ -381,7 +391,9 @@ def compiled_phase(rule: RuleFn, phase: Callable[..., Any], signature: Any = Non
             return _phase(_rule, *args)
 
         run.__code__ = run.__code__.replace(co_name=f"{phase.__name__}_{_name(rule)}")
-        _COMPILED[key] = torch.compile(run, fullgraph=True, dynamic=False, options=_OPTIONS)
+        _COMPILED[key] = torch.compile(
+            run, fullgraph=True, dynamic=False, options=inductor_options()
+        )
     return _COMPILED[key]
 
 
@@ -394,7 +406,9 @@ def _compiled(fn: Callable[..., Any], signature: Any) -> Callable[..., Any]:
             return _fn(*args)
 
         run.__code__ = run.__code__.replace(co_name=fn.__name__.lstrip("_"))
-        _COMPILED[key] = torch.compile(run, fullgraph=True, dynamic=False, options=_OPTIONS)
+        _COMPILED[key] = torch.compile(
+            run, fullgraph=True, dynamic=False, options=inductor_options()
+        )
     return _COMPILED[key]
 
 
