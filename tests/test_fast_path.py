@@ -168,3 +168,20 @@ def test_inductor_options_drop_what_this_torch_does_not_know(monkeypatch):
         monkeypatch.undo()
         optimizer.inductor_options.cache_clear()
     assert optimizer.inductor_options() == optimizer._OPTIONS  # torch 2.13 knows both
+    both = {**optimizer._OPTIONS, **optimizer._TENSOR_BY_TENSOR}
+    assert optimizer.inductor_options(tensor_by_tensor=True) == both
+
+
+def test_only_trust_ratio_chains_run_tensor_by_tensor():
+    from optzoo.first_order import LARS, NAdamW
+
+    assert LARS.rule.tensor_by_tensor and not NAdamW.rule.tensor_by_tensor
+    large, small = [torch.zeros(core.SMALL_NUMEL)] * 2, [torch.zeros(8)] * 3
+    plan = core.chunk_plan(LARS.rule, large + small)
+    assert [ids for ids, _ in plan] == [[0, 1], [2, 3, 4]]
+    # the large tensors' graph is compiled with _TENSOR_BY_TENSOR, the small ones' is not
+    for tensors, by_tensor, (_, graph) in zip((large, small), (True, False), plan, strict=True):
+        key = (id(LARS.rule), "run_rule", core._signature(tensors), by_tensor)
+        assert core._COMPILED[key] is graph
+    core.chunk_plan(NAdamW.rule, large)
+    assert core._COMPILED[(id(NAdamW.rule), "run_rule", core._signature(large), False)]
