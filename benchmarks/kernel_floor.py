@@ -1,9 +1,10 @@
 """How far the compiled fast path is from hand-written loops of the same rule, on this machine.
 
 The step-time targets of issue 2 are ratios to ``torch.optim.AdamW(fused=True)``. This script
-asks what ratio is reachable at all here: it compiles plain C loops of Lion, AdamW and NAdamW
-(one ``for`` over the elements of one tensor, hyperparameters in registers, vectorised by the C
-compiler with ``-O3 -march=native``) and times them, one call per tensor through ``ctypes``,
+asks what ratio is reachable at all here: it compiles plain C loops of Lion, AdamW, NAdamW and
+LARS (one ``for`` over the elements of one tensor, two for LARS: its norms, then its update;
+hyperparameters in registers, vectorised by the C compiler with ``-O3 -march=native``) and
+times them, one call per tensor through ``ctypes``,
 against fused AdamW and against optzoo's compiled step of the same rule (``on_nonfinite=
 "ignore"``, as fused AdamW checks nothing), on the tensor set of ``step_time.py``. Before
 timing, each loop's first step is checked against optzoo's eager reference (same parameters,
@@ -76,8 +77,40 @@ void adamw(float *restrict p, const float *restrict g, float *restrict m, float 
         }
     }
 }
+
+/* LARS (optzoo's: m = mu m + (1 - mu)(g + wd p), p -= lr tc ||p|| / ||m|| m), tensor by
+   tensor: the norms, then the update straight after, while the tensor is still in cache. The
+   sums are kept per lane (16 of them), so the compiler vectorises them without reordering. */
+void lars(float *restrict p, const float *restrict g, float *restrict m, int64_t n,
+          float lr, float mu, float c, float wd, float tc) {
+    float sp[16] = {0}, su[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        for (int k = 0; k < 16; k++) {
+            float u = mu * m[i + k] + c * (g[i + k] + wd * p[i + k]);
+            sp[k] += p[i + k] * p[i + k];
+            su[k] += u * u;
+        }
+    }
+    double pp = 0, uu = 0;
+    for (int k = 0; k < 16; k++) {
+        pp += sp[k];
+        uu += su[k];
+    }
+    for (; i < n; i++) {
+        float u = mu * m[i] + c * (g[i] + wd * p[i]);
+        pp += p[i] * p[i];
+        uu += u * u;
+    }
+    float ratio = (pp > 0 && uu > 0) ? tc * (float)(sqrt(pp) / sqrt(uu)) : 1.0f;
+    for (i = 0; i < n; i++) {
+        float mi = mu * m[i] + c * (g[i] + wd * p[i]);
+        m[i] = mi;
+        p[i] = p[i] - lr * (mi * ratio);
+    }
+}
 """
-ALGORITHMS = ("Lion", "AdamW", "NAdamW")
+ALGORITHMS = ("Lion", "AdamW", "NAdamW", "LARS")
 
 
 def build_library(directory: str) -> ctypes.CDLL | None:
@@ -98,6 +131,7 @@ def build_library(directory: str) -> ctypes.CDLL | None:
     pointers, n, f32 = [ctypes.c_void_p] * 3, ctypes.c_int64, ctypes.c_float
     lib.lion.argtypes = [*pointers, n, *[f32] * 6]
     lib.adamw.argtypes = [*pointers, ctypes.c_void_p, n, *[f32] * 9, ctypes.c_int]
+    lib.lars.argtypes = [*pointers, n, *[f32] * 5]
     return lib
 
 
@@ -109,12 +143,19 @@ class Loop:
         self.lib, self.algorithm, self.params = lib, algorithm, params
         self.hp = optzoo.create(algorithm, [torch.zeros(1)]).defaults
         self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params] if algorithm != "Lion" else []
+        adam = algorithm in ("AdamW", "NAdamW")
+        self.v = [torch.zeros_like(p) for p in params] if adam else []
         self.t = 0
 
     def step(self) -> None:
         """One step over every parameter, one C call per tensor."""
         hp, self.t = self.hp, self.t + 1
+        if self.algorithm == "LARS":
+            lr, mu, wd, tc = hp["lr"], hp["momentum"], hp["weight_decay"], hp["trust_coefficient"]
+            for p, m in zip(self.params, self.m, strict=True):
+                ptrs = (p.data_ptr(), p.grad.data_ptr(), m.data_ptr())
+                self.lib.lars(*ptrs, p.numel(), lr, mu, 1 - mu, wd, tc)
+            return
         (b1, b2), lr, wd = hp["betas"], hp["lr"], hp["weight_decay"]
         if self.algorithm == "Lion":
             for p, m in zip(self.params, self.m, strict=True):
