@@ -66,8 +66,11 @@ def _train_with_a_bad_step(opt, params: list[torch.Tensor], poison) -> None:
 @needs_compiler
 @pytest.mark.parametrize("name", ["NAdamW", "Lion"])
 def test_compiled_chunks_equal_reference_and_skip_nonfinite_steps(name, monkeypatch):
-    # Small limits, so that tiny tensors exercise every kind of run: 7 same-shaped tensors
-    # in runs of 2, 2 and 3; two of another shape; three small tensors pooled.
+    # torch.compile's chunks (on the CPU these rules otherwise run as C loops: see
+    # test_cloops.py). Small limits, so that tiny tensors exercise every kind of run: 7
+    # same-shaped tensors in runs of 2, 2 and 3; two of another shape; three small tensors
+    # pooled.
+    monkeypatch.setattr(core, "C_LOOPS", False)
     monkeypatch.setattr(core, "SMALL_NUMEL", 64)
     monkeypatch.setattr(core, "CHUNK", 3)
     results = []
@@ -82,6 +85,7 @@ def test_compiled_chunks_equal_reference_and_skip_nonfinite_steps(name, monkeypa
 
 @needs_compiler
 def test_chunk_plan_is_made_once_per_set_of_parameters_with_gradients(monkeypatch):
+    monkeypatch.setattr(core, "C_LOOPS", False)
     made = []
     real = core.chunk_plan
     monkeypatch.setattr(

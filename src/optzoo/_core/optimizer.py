@@ -9,9 +9,10 @@ moments of a bfloat16 model).
 
 ``RuleOptimizer`` runs an update *rule* (see ``optzoo._core.rules``) over each param group. The
 rule is written once, as plain per-tensor torch code; the same function is either run eagerly
-(the readable reference) or compiled by ``torch.compile`` into one fused kernel per group (the
-fast path). Which one runs is chosen by device and size (``implementation="auto"``), by the
-constructor, or by the ``OPTZOO_IMPLEMENTATION`` environment variable.
+(the readable reference) or compiled (the fast path): on the CPU, where ``cloops`` can write
+the rule as C loops, as those; otherwise by ``torch.compile`` into fused kernels. Which one
+runs is chosen by device and size (``implementation="auto"``), by the constructor, or by the
+``OPTZOO_IMPLEMENTATION`` environment variable.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from optzoo._core import cloops
 from optzoo._core.rules import LOW_PRECISION
 from optzoo._core.validation import Interval, check_choice, check_hyperparameters
 
@@ -37,6 +39,9 @@ ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 # Below this many elements in a param group the eager per-tensor loop costs less than a
 # compiled call plus its one-time compile, so "auto" keeps the reference on CPU.
 AUTO_COMPILE_MIN_NUMEL = 1 << 20
+# On the CPU, rules that ``cloops`` can write as C loops run as those rather than through
+# torch.compile (``OPTZOO_C_LOOPS=0`` turns this off, to compare the two).
+C_LOOPS = os.environ.get("OPTZOO_C_LOOPS", "1") != "0"
 
 
 def state_dtype(param: Tensor) -> torch.dtype:
@@ -212,8 +217,15 @@ def _finite_flag(loss: Tensor | None, grads: list[Tensor]) -> Tensor:
 
 def finite_flag(loss: Any, grads: list[Tensor]) -> Tensor:
     """0-d bool tensor on the gradients' device: the loss (if a tensor) and every gradient are
-    finite. Compiled per set of shapes: one read of the gradients, no host sync."""
+    finite. One read of the gradients: on the CPU a C loop (``cloops.all_finite``), else
+    compiled per set of shapes, with no host sync."""
     loss = loss if isinstance(loss, Tensor) else None
+    if C_LOOPS and grads[0].device.type == "cpu":
+        # on the CPU a host-side answer costs no sync: one vectorised C read of the gradients
+        finite = cloops.all_finite(grads)
+        if finite is not None:
+            finite = finite and (loss is None or bool(loss.detach().isfinite().all()))
+            return torch.tensor(finite, device=grads[0].device)
     signature = (
         tuple((tuple(g.shape), g.dtype, g.device.type) for g in grads),
         None if loss is None else (tuple(loss.shape), loss.dtype, loss.device.type),
@@ -575,7 +587,9 @@ class RuleOptimizer(ZooOptimizer):
     and ``torch.where`` rather than Python ``if`` on values (no host sync).
 
     ``implementation``: ``"reference"`` runs the rule eagerly (a per-tensor loop),
-    ``"compiled"`` runs it through ``torch.compile`` (one fused kernel per group), ``"auto"``
+    ``"compiled"`` runs it as generated C loops on the CPU where ``cloops.plan_for`` can
+    write it (elementwise rules with whole-tensor norms, float32 or float64 contiguous
+    tensors), else through ``torch.compile`` (fused kernels per chunk of tensors), ``"auto"``
     compiles on CUDA, and on CPU for groups of at least 2**20 elements when a C++ compiler is
     present; if compiling fails it warns once and falls back to the reference. Classes whose
     rule cannot be compiled set ``compilable = False``.
@@ -608,6 +622,10 @@ class RuleOptimizer(ZooOptimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         self._layouts.clear()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._layouts.clear()  # C loops are built for the state's dtypes, which may differ
 
     def _init_state(self, p: Tensor, state: dict[str, Tensor]) -> None:
         dtype = state_dtype(p)
@@ -650,8 +668,19 @@ class RuleOptimizer(ZooOptimizer):
             auto = compiler_available(device) and (
                 device.type == "cuda" or sum(p.numel() for p in params) >= AUTO_COMPILE_MIN_NUMEL
             )
-            layout = self._layouts[key] = [auto, None]
+            layout = self._layouts[key] = [auto, None, None]
         return layout
+
+    def _c_loops(self, layout: list[Any], params: list[Tensor], states: list[Any], hp: dict):
+        """The group's ``cloops.CPlan`` on the CPU, made on its first step (and again when a
+        non-number hyperparameter changes), or None: the rule then runs through
+        torch.compile."""
+        if not C_LOOPS or params[0].device.type != "cpu":
+            return None
+        loops = layout[2]
+        if loops is None or (loops and not loops.matches(hp)):
+            loops = layout[2] = cloops.plan_for(self.rule, params, states, hp) or False
+        return loops or None
 
     def _tensor_hp(self, group: dict[str, Any], hp: dict[str, Any], device: torch.device):
         """The group's hyperparameters as 0-d tensors, made again only when one changed."""
@@ -674,8 +703,14 @@ class RuleOptimizer(ZooOptimizer):
         if self._use_compiled(params):
             device = params[0].device
             try:
-                tensor_hp = self._tensor_hp(group, hp, device)
                 layout = self._layout(params)
+                loops = self._c_loops(layout, params, states, hp)
+                if loops is not None:
+                    # on the CPU, reading the fused check's flag costs no device sync
+                    if finite is None or bool(finite):
+                        loops(params, grads, states, hp)
+                    return
+                tensor_hp = self._tensor_hp(group, hp, device)
                 if layout[1] is None:
                     layout[1] = chunk_plan(self.rule, params)
                 args = (params, grads, states, group_state, tensor_hp, finite)

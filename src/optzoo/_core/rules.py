@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from optzoo._core.cloops import generating
+
 State = dict[str, Tensor]
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -89,7 +91,8 @@ def sigmoid(x: Tensor) -> Tensor:
     way and 1.3x with no exponential at all. Within 2.5 float32 ulps of the exact sigmoid
     where that is a normal number, 1.3 for x >= 0 (tested; ``torch.sigmoid`` is within 1.2);
     +-inf give 1 and 0, NaN stays NaN."""
-    if not torch.compiler.is_compiling() or x.dtype != torch.float32 or x.device.type != "cpu":
+    compiled = torch.compiler.is_compiling() or generating()
+    if not compiled or x.dtype != torch.float32 or x.device.type != "cpu":
         return torch.sigmoid(x)
     # exp(88.7) overflows float32 and 2^-126 is its smallest normal number: clamped there, n
     # stays in [-126, 128] (2^128 is the bit pattern of +inf, so x <= -88.7 gives 0) and
