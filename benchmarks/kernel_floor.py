@@ -1,18 +1,20 @@
-"""How far the compiled fast path is from hand-written loops of the same rule, on this machine.
+"""How far optzoo's fast path is from hand-written loops of the same rule, on this machine.
 
 The step-time targets of issue 2 are ratios to ``torch.optim.AdamW(fused=True)``. This script
 asks what ratio is reachable at all here: it compiles plain C loops of Lion, AdamW, NAdamW and
-LARS (one ``for`` over the elements of one tensor, two for LARS: its norms, then its update;
-hyperparameters in registers, vectorised by the C compiler with ``-O3 -march=native``) and
-times them, one call per tensor through ``ctypes``,
-against fused AdamW and against optzoo's compiled step of the same rule (``on_nonfinite=
-"ignore"``, as fused AdamW checks nothing), on the tensor set of ``step_time.py``. Before
-timing, each loop's first step is checked against optzoo's eager reference (same parameters,
-gradients and defaults), so the loops compute the same rule.
+LARS, written by hand (one ``for`` over the elements of one tensor, two for LARS: its norms,
+then its update; hyperparameters in registers, vectorised by the C compiler with ``-O3
+-march=native``) and times them, one call per tensor through ``ctypes``, against fused AdamW,
+against optzoo's compiled step of the same rule (``on_nonfinite="ignore"``, as fused AdamW
+checks nothing): on the CPU the C loops that ``optzoo._core.cloops`` generates from the rule,
+and against the same rule through torch.compile (``use_c_loops = False``), on the tensor set
+of ``step_time.py``. Before timing, each hand-written loop's first step is checked against
+optzoo's eager reference (same parameters, gradients and defaults), so the loops compute the
+same rule.
 
-The loops are a floor for how fast the rule can run on one core, not a fast path: they exist
-only in this script, for x86-64 or ARM with a C compiler on the path (``$CC``, ``cc`` or
-``gcc``), and are written per rule by hand.
+The hand-written loops are a floor for how fast the rule can run on one core: they exist only
+in this script, for x86-64 or ARM with a C compiler on the path (``$CC``, ``cc`` or ``gcc``),
+and are written per rule by hand.
 
     .venv/bin/python benchmarks/kernel_floor.py [--scale 1.0] [--steps 30]
 """
@@ -233,10 +235,15 @@ def main(argv: list[str] | None = None) -> None:
     for algorithm in ALGORITHMS:
         loop = Loop(lib, algorithm, make_params(shapes, grads))
         runs.append(Timed(f"{algorithm} C loop", loop.step))
-        ours = optzoo.create(
-            algorithm, make_params(shapes, grads), implementation="compiled", on_nonfinite="ignore"
-        )
-        runs.append(Timed(f"{algorithm} optzoo", ours.step))
+        for name, c_loops in (("optzoo", True), ("torch.compile", False)):
+            ours = optzoo.create(
+                algorithm,
+                make_params(shapes, grads),
+                implementation="compiled",
+                on_nonfinite="ignore",
+            )
+            ours.use_c_loops = c_loops
+            runs.append(Timed(f"{algorithm} {name}", ours.step))
     for run in runs:  # compile, warm up
         run.step()
         run.step()
@@ -260,25 +267,24 @@ def main(argv: list[str] | None = None) -> None:
         pairs = zip(by_name[a].times, by_name[b].times, strict=True)
         return f"{statistics.median(x / y for x, y in pairs):.2f}"
 
-    lines = [["fused AdamW", f"{statistics.median(runs[0].times) * 1e3:.2f}", "-", "-", "-"]]
+    lines = [["fused AdamW", f"{statistics.median(runs[0].times) * 1e3:.2f}", "-", "-", "-", "-"]]
     for algorithm in ALGORITHMS:
-        c, ours = f"{algorithm} C loop", f"{algorithm} optzoo"
+        names = [f"{algorithm} {kind}" for kind in ("C loop", "optzoo", "torch.compile")]
         lines.append(
             [
                 algorithm,
-                f"{statistics.median(by_name[c].times) * 1e3:.2f} / "
-                f"{statistics.median(by_name[ours].times) * 1e3:.2f}",
-                ratio(c, "fused AdamW"),
-                ratio(ours, "fused AdamW"),
-                ratio(ours, c),
+                " / ".join(f"{statistics.median(by_name[n].times) * 1e3:.2f}" for n in names),
+                *(ratio(n, "fused AdamW") for n in names),
+                ratio(names[1], names[0]),
             ]
         )
     header = [
         "rule",
-        "median ms C loop / optzoo",
-        "C loop x fused",
+        "median ms hand C / optzoo / torch.compile",
+        "hand C x fused",
         "optzoo x fused",
-        "optzoo x C loop",
+        "torch.compile x fused",
+        "optzoo x hand C",
     ]
     print_table(header, lines)
     workdir.cleanup()

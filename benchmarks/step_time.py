@@ -10,7 +10,7 @@ registered elementwise optzoo algorithm at its defaults, through the compiled fa
 same algorithm where it has one (optional ``compare`` extra), configured alike.
 
 How: each optimizer owns its parameters. Its first step is timed alone (for the compiled path
-that is the one-time compile, with a cold inductor cache: a fresh cache directory per run);
+that is the one-time compile, C loops or inductor, with cold caches: fresh directories per run);
 after WARMUP_ROUNDS untimed rounds, the optimizers take turns, one step each per round in a
 shuffled order, so that machine noise hits all of them alike. A time is the median over the
 rounds; a ratio is the median of the per-round ratios. The machine's memory bandwidth
@@ -420,8 +420,10 @@ def main() -> None:
         parser.error("--steps and --threads must be >= 1 and --scale > 0")
     if os.environ.pop("OPTZOO_IMPLEMENTATION", None):
         print("ignoring OPTZOO_IMPLEMENTATION: every implementation is named explicitly here")
-    cache = tempfile.TemporaryDirectory(prefix="step_time_inductor_")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache.name  # cold compile cache for this run
+    cache = tempfile.TemporaryDirectory(prefix="step_time_cache_")
+    # cold compile caches for this run: inductor's, and that of optzoo's C loops
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache.name, "inductor")
+    os.environ["OPTZOO_CACHE_DIR"] = cache.name
     torch.set_num_threads(args.threads)
     torch.compile(lambda x: x + 1)(torch.ones(4))  # inductor's own start-up, paid by no one
 

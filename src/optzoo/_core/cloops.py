@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -676,6 +677,10 @@ class CPlan:
             )
 
 
+# rule -> (tensor layout, hyperparameters' fixed values) -> C source: traced once a process
+_SOURCES: weakref.WeakKeyDictionary[Any, dict[Any, str]] = weakref.WeakKeyDictionary()
+
+
 def plan_for(
     rule: Any, params: list[Tensor], states: list[dict[str, Tensor]], hp: dict[str, Any]
 ) -> CPlan | None:
@@ -696,10 +701,11 @@ def plan_for(
             return None
     paths, _, fixed = _flat_hp(hp)
     runs: dict[str, list[int]] = {}
-    traced: dict[Any, str] = {}
+    traced = _SOURCES.setdefault(rule, {})
     try:
         for i, (p, s) in enumerate(zip(params, states, strict=True)):
-            layout = (tuple(p.shape), p.dtype, *((v.dtype, tuple(v.shape)) for v in s.values()))
+            layout = (tuple(p.shape), p.dtype, keys, fixed)
+            layout += tuple((v.dtype, tuple(v.shape)) for v in s.values())
             if layout not in traced:
                 traced[layout] = generate(trace(rule, p, s, hp), 2 + len(keys))
             runs.setdefault(traced[layout], []).append(i)

@@ -611,6 +611,9 @@ class RuleOptimizer(ZooOptimizer):
         if implementation == "compiled" and not self.compilable:
             raise ValueError(f"{type(self).__name__} has no compiled implementation")
         self.implementation: Implementation = implementation
+        # whether the compiled path may run the rule as C loops on the CPU (module default
+        # ``C_LOOPS``; False keeps torch.compile, to compare the two)
+        self.use_c_loops = C_LOOPS
         self._compile_failed = False
         # id(param group) -> (its hyperparameters, device, them as tensors) for the compiled path
         self._hp_cache: dict[int, tuple[dict[str, Any], torch.device, dict[str, Any]]] = {}
@@ -675,7 +678,7 @@ class RuleOptimizer(ZooOptimizer):
         """The group's ``cloops.CPlan`` on the CPU, made on its first step (and again when a
         non-number hyperparameter changes), or None: the rule then runs through
         torch.compile."""
-        if not C_LOOPS or params[0].device.type != "cpu":
+        if not self.use_c_loops or params[0].device.type != "cpu":
             return None
         loops = layout[2]
         if loops is None or (loops and not loops.matches(hp)):
