@@ -175,10 +175,11 @@ def test_all_finite_finds_every_kind_of_non_finite_value(dtype):
     assert cloops.all_finite(tensors) is True
     for bad in (float("inf"), -float("inf"), float("nan")):
         for t in tensors:
-            saved = t.view(-1)[-1].item()
-            t.view(-1)[-1] = bad  # the last element: past the vector loop's body
-            assert cloops.all_finite(tensors) is False
-            t.view(-1)[-1] = saved
+            for index in (0, -1, t.numel() // 2 + 1):  # each quarter read; the tail of 21
+                saved = t.view(-1)[index].item()
+                t.view(-1)[index] = bad
+                assert cloops.all_finite(tensors) is False
+                t.view(-1)[index] = saved
     assert cloops.all_finite([torch.randn(4, 4).t()]) is None  # not contiguous: can't tell
 
 
@@ -219,3 +220,45 @@ def test_c_loops_are_cached_by_source():
     first = cloops.compile_source(source, "optzoo_all_finite", restype=__import__("ctypes").c_int)
     assert cloops.compile_source(source, "optzoo_all_finite") is first
     assert core.C_LOOPS  # on by default
+
+
+class _ManyOps:
+    """A made-up transform that uses every operation ``generate`` writes, on values that
+    reach their edges (negative, zero, large)."""
+
+    buffers = ("average",)
+
+    def __call__(self, update, param, grad, state, hp):
+        average = state["average"]
+        average.lerp_(grad, 0.3)
+        positive = grad.abs() + 0.5
+        x = torch.where(grad > 0, positive.log(), (-positive).exp())
+        x = torch.maximum(x, grad.sign() * 0.25) + torch.minimum(x, param.clamp(-1.0, 2.0))
+        x = x + param.clamp_min(0.0) - param.clamp(max=0.5) + positive.sqrt().reciprocal()
+        x = x + positive.rsqrt() * positive.pow(3) + positive.pow(average.abs()) / 7
+        x = x.addcdiv(grad, positive, value=0.5).sub(average, alpha=2.0).round() * 0.125
+        both = (grad >= 0) & (param < 1) | (grad == 0) | (grad != grad) & (param <= 0)
+        return torch.where(both, -x, x) * hp["scale"]
+
+
+def test_every_operation_the_generator_writes_computes_what_torch_does():
+    from optzoo._core.rules import chain
+
+    class ManyOps(core.RuleOptimizer):
+        rule = chain(_ManyOps(), name="many_ops")
+
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(4097, generator=g) * 3
+    start[:3] = torch.tensor([0.0, -0.0, 1e-30])
+    results = []
+    for implementation in ("reference", "compiled"):
+        p = start.clone().requires_grad_()
+        opt = ManyOps([p], {"lr": 0.1, "scale": 0.5}, implementation=implementation)
+        grad_rng = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            p.grad = torch.randn(p.shape, generator=grad_rng) * 4
+            p.grad[:2] = 0.0
+            opt.step()
+        results.append(p.detach())
+    assert isinstance(_plan(opt), cloops.CPlan)  # every operation was written as C
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-5)

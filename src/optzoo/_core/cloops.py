@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -148,9 +149,11 @@ def _literal(value: Any, dtype: torch.dtype) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if dtype.is_floating_point:
-        if value != value or value in (float("inf"), float("-inf")):
-            raise Unsupported(f"non-finite constant {value}")
-        return f"(({_CTYPES[dtype]}){float(value).hex()})"
+        value = float(value)
+        if value != value or value in (math.inf, -math.inf):
+            text = "NAN" if value != value else ("INFINITY" if value > 0 else "-INFINITY")
+            return f"(({_CTYPES[dtype]}){text})"
+        return f"(({_CTYPES[dtype]}){value.hex()})"
     return f"(({_CTYPES[dtype]}){int(value)})"
 
 
@@ -189,6 +192,8 @@ _BINARY: dict[Any, str] = {
     aten.ne.Tensor: "({0} != {1})",
     aten.ne.Scalar: "({0} != {1})",
     aten.bitwise_and.Tensor: "({0} & {1})",
+    aten.bitwise_or.Tensor: "({0} | {1})",
+    aten.bitwise_xor.Tensor: "({0} ^ {1})",
     aten.logical_and.default: "({0} && {1})",
     aten.logical_or.default: "({0} || {1})",
     aten.bitwise_left_shift.Tensor_Scalar: "({0} << {1})",
@@ -563,20 +568,27 @@ def compile_source(
 
 _ALL_FINITE = r"""#include <stdint.h>
 
-/* x * 0 is 0 for a finite x, NaN for an infinite or NaN one */
-static int bad_float(const float *restrict x, const int64_t n) {
-    int bad = 0;
-    #pragma omp simd reduction(|:bad)
-    for (int64_t i = 0; i < n; i++) { const float z = x[i] * 0.0f; bad |= z != z; }
-    return bad;
-}
-
-static int bad_double(const double *restrict x, const int64_t n) {
-    int bad = 0;
-    #pragma omp simd reduction(|:bad)
-    for (int64_t i = 0; i < n; i++) { const double z = x[i] * 0.0; bad |= z != z; }
-    return bad;
-}
+/* x * 0 is 0 for a finite x, NaN for an infinite or NaN one. A tensor is read as four
+   quarters side by side: one stream of reads is latency-bound on a CPU core (measured on
+   step_time's gradients: 0.32 x a fused AdamW step one stream at a time, 0.20 in four). */
+#define BAD(T, ZERO)                                                                  \
+    static int bad_##T(const T *restrict x, const int64_t n) {                        \
+        const int64_t q = n / 4;                                                      \
+        int bad = 0;                                                                  \
+        _Pragma("omp simd reduction(|:bad)")                                          \
+        for (int64_t i = 0; i < q; i++) {                                             \
+            const T z = x[i] * ZERO + x[i + q] * ZERO + x[i + 2 * q] * ZERO           \
+                        + x[i + 3 * q] * ZERO;                                        \
+            bad |= z != z;                                                            \
+        }                                                                             \
+        for (int64_t i = 4 * q; i < n; i++) {                                         \
+            const T z = x[i] * ZERO;                                                  \
+            bad |= z != z;                                                            \
+        }                                                                             \
+        return bad;                                                                   \
+    }
+BAD(float, 0.0f)
+BAD(double, 0.0)
 
 int optzoo_all_finite(int64_t count, const int64_t *numel, const int *is_double,
                       void *const *T, int threads) {
