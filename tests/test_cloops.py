@@ -262,3 +262,22 @@ def test_every_operation_the_generator_writes_computes_what_torch_does():
         results.append(p.detach())
     assert isinstance(_plan(opt), cloops.CPlan)  # every operation was written as C
     torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_replaced_state_tensor_gets_a_new_plan_not_a_misread():
+    params = [torch.randn(5, 3, requires_grad=True)]
+    ref_params = [params[0].detach().clone().requires_grad_()]
+    opt = optzoo.create("NAdamW", params, implementation="compiled", lr=0.1)
+    ref = optzoo.create("NAdamW", ref_params, implementation="reference", lr=0.1)
+    for step in range(3):
+        for o, p in ((opt, params[0]), (ref, ref_params[0])):
+            p.grad = torch.full_like(p, 1.0 + step)
+            o.step()
+            if step == 0:  # the moments replaced by transposed (non-contiguous) copies: the
+                for key in ("exp_avg", "exp_avg_sq"):  # loops must not read them row by row
+                    old = o.state[p][key]
+                    o.state[p][key] = torch.empty(3, 5).t().copy_(old)
+        if step == 0:
+            first = _plan(opt)
+    assert isinstance(first, cloops.CPlan) and _plan(opt) is False  # torch.compile took over
+    torch.testing.assert_close(params[0], ref_params[0], rtol=1e-5, atol=1e-6)

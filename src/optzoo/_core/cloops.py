@@ -641,10 +641,16 @@ class CPlan:
         paths: list[Any],
         fixed: tuple[Any, ...],
         params: list[Tensor],
+        states: list[dict[str, Tensor]],
     ) -> None:
         self.runs = [
             (kernel, ids, (ctypes.c_int64 * len(ids))(*(params[i].numel() for i in ids)))
             for kernel, ids in runs
+        ]
+        # what the loops were built for: each parameter's dtype and size, each state tensor
+        # (a replaced one may differ in dtype or layout: ``__call__`` then refuses)
+        self.built_for = [
+            (p.dtype, p.numel(), tuple(s.values())) for p, s in zip(params, states, strict=True)
         ]
         self.keys = keys
         self.paths = paths
@@ -660,7 +666,16 @@ class CPlan:
         grads: list[Tensor],
         states: list[dict[str, Tensor]],
         hp: dict[str, Any],
-    ) -> None:
+    ) -> bool:
+        """One step; False, with nothing written, where a parameter or state tensor is no
+        longer what the loops were built for (a new plan is then needed)."""
+        for p, s, (dtype, numel, tensors) in zip(params, states, self.built_for, strict=True):
+            if p.dtype != dtype or p.numel() != numel or not p.is_contiguous():
+                return False
+            if len(s) != len(tensors) or any(
+                a is not b for a, b in zip(s.values(), tensors, strict=True)
+            ):
+                return False
         if self._hp is None or self._hp[0] != hp:
             values = _flat_hp(hp)[1]
             self._hp = (dict(hp), (ctypes.c_double * max(1, len(values)))(*values))
@@ -687,6 +702,7 @@ class CPlan:
                 self._hp[1],
                 threads,
             )
+        return True
 
 
 # rule -> (tensor layout, hyperparameters' fixed values) -> C source: traced once a process
@@ -724,4 +740,4 @@ def plan_for(
         kernels = [(compile_source(source), ids) for source, ids in runs.items()]
     except Unsupported:
         return None
-    return CPlan(kernels, keys, paths, fixed, params)
+    return CPlan(kernels, keys, paths, fixed, params, states)

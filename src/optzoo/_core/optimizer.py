@@ -708,10 +708,14 @@ class RuleOptimizer(ZooOptimizer):
             try:
                 layout = self._layout(params)
                 loops = self._c_loops(layout, params, states, hp)
-                if loops is not None:
-                    # on the CPU, reading the fused check's flag costs no device sync
-                    if finite is None or bool(finite):
+                if loops is not None and finite is not None and not bool(finite):
+                    return  # on the CPU, reading the fused check's flag costs no device sync
+                if loops is not None and not loops(params, grads, states, hp):
+                    layout[2] = None  # a state tensor was replaced: a plan for what is there
+                    loops = self._c_loops(layout, params, states, hp)
+                    if loops is not None:
                         loops(params, grads, states, hp)
+                if loops is not None:
                     return
                 tensor_hp = self._tensor_hp(group, hp, device)
                 if layout[1] is None:
