@@ -50,6 +50,10 @@ def test_elementwise_chains_become_c_loops_with_one_loop_per_pass(rule):
     # hyperparameters and bias corrections are locals computed before the loops
     first_loop = source.index("for (int64_t")
     assert "pow(" not in source[first_loop:] and "H[" not in source[first_loop:]
+    if rule in (LAMB, LARS):  # the first pass stores the new state, the update loads it:
+        last_loop = source[source.rindex("for (int64_t i = 0; i < n") :]
+        assert "t1[i]" not in last_loop  # the gradient is not read again
+        assert "t3[i] = " in source[: source.rindex("for (int64_t i = 0; i < n")]
 
 
 class _RowNormalized:
@@ -281,3 +285,34 @@ def test_a_replaced_state_tensor_gets_a_new_plan_not_a_misread():
             first = _plan(opt)
     assert isinstance(first, cloops.CPlan) and _plan(opt) is False  # torch.compile took over
     torch.testing.assert_close(params[0], ref_params[0], rtol=1e-5, atol=1e-6)
+
+
+class _Swap:
+    """Returns old memory + update and remembers the update: the update pass needs the
+    buffer's old value, so its new value must not be stored by the norms' pass."""
+
+    buffers = ("memory",)
+
+    def __call__(self, update, param, grad, state, hp):
+        old = state["memory"].clone()
+        state["memory"].copy_(update)
+        return old + update
+
+
+def test_a_buffer_whose_old_value_a_later_pass_needs_is_stored_last():
+    from optzoo._core.rules import TrustRatio, chain
+
+    class SwapLARS(core.RuleOptimizer):
+        rule = chain(_Swap(), TrustRatio(), name="swap_trust_ratio")
+
+    results = []
+    for implementation in ("reference", "compiled"):
+        p = torch.linspace(-1, 1, 999).requires_grad_()
+        opt = SwapLARS([p], {"lr": 0.1}, implementation=implementation)
+        for step in range(3):
+            p.grad = torch.linspace(0.5, -2, 999) * (step + 1)
+            opt.step()
+        results.append((p.detach(), opt.state[p]["memory"]))
+    assert isinstance(_plan(opt), cloops.CPlan)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

@@ -273,6 +273,58 @@ class _Graph:
             ]
         )
 
+    def stored_in(self, level: int, early: dict[Any, Any]) -> list[tuple[Any, Any]]:
+        """The (buffer, value) stores of full-size buffers that pass ``level`` makes."""
+        return [
+            (d, v)
+            for d, v in self.stores
+            if d in self.full and (self.full[v] if v in early else self.passes - 1) == level
+        ]
+
+    def needed(self, level: int, early: dict[Any, Any]) -> set[Any]:
+        """The full-size values pass ``level`` computes: those its sums and its stores need,
+        down to the inputs and to the values earlier passes stored (``early``)."""
+        roots = [s.args[0] for s in self.sums if self.scalar[s] == level + 1]
+        roots += [v for _, v in self.stored_in(level, early)]
+        loaded = {v for v in early if self.full[v] < level}
+        needed: set[Any] = set()
+        while roots:
+            n = roots.pop()
+            if n in self.full and n not in needed and n not in self.inputs and n not in loaded:
+                needed.add(n)
+                roots += n.all_input_nodes
+        return needed
+
+    def early_stores(self) -> dict[Any, Any]:
+        """Stores moved from the last pass to the first that computes their value (value ->
+        buffer), where no later pass needs the buffer's old value: later passes then load the
+        new value rather than recompute it from old ones. LAMB's second pass so reads the
+        parameter and the new moments (3 tensors, not 4) and writes 1 (not 3): measured in one
+        process, 1.50-1.54 -> 1.34-1.37 x fused AdamW. (On the CPU a step runs only once its
+        gradients are known to be finite, so no write needs undoing.)"""
+        last = self.passes - 1
+        early = {
+            v: d
+            for d, v in self.stores
+            if d in self.full
+            and v in self.full
+            and v not in self.inputs
+            and self.full[v] < last
+            and _dtype(v) == _dtype(d)
+        }
+        while True:
+            clashes = {
+                v
+                for level in range(1, self.passes)
+                for n in self.needed(level, early)
+                for v, d in early.items()
+                if self.full[v] < level and d in n.all_input_nodes
+            }
+            if not clashes:
+                return early
+            for v in clashes:
+                del early[v]
+
 
 def _dtype(node: Any) -> torch.dtype:
     return node.meta["val"].dtype
@@ -400,18 +452,14 @@ def generate(graph: torch.fx.Graph, n_tensors: int, entry: str = "optzoo_rule") 
                 names[n] = f"s_{n.name}"
                 body.append(f"    const {_CTYPES[_dtype(n)]} {names[n]} = {_expression(n, name)};")
 
+    early = g.early_stores()
+
     def loop(level: int) -> None:
-        last = level == g.passes - 1
         reductions = [s for s in g.sums if g.scalar[s] == level + 1]
-        roots = [s.args[0] for s in reductions]
-        if last:
-            roots += [v for d, v in g.stores if d in g.full]
-        needed: set[Any] = set()
-        while roots:
-            n = roots.pop()
-            if n in g.full and n not in needed and n not in g.inputs:
-                needed.add(n)
-                roots += n.all_input_nodes
+        needed = g.needed(level, early)
+        for value, buffer in early.items():
+            if g.full[value] < level:  # stored by an earlier pass: loaded, not recomputed
+                names[value] = names[buffer]
         lines = []
         for n in g.nodes:
             if n in needed:
@@ -419,8 +467,7 @@ def generate(graph: torch.fx.Graph, n_tensors: int, entry: str = "optzoo_rule") 
                 lines.append(f"const {_CTYPES[_dtype(n)]} {names[n]} = {_expression(n, name)};")
         for s in reductions:
             lines.append(f"part_{s.name} += {name(s.args[0], _accumulator(s))};")
-        if last:
-            lines += [f"{names[d]} = {name(v, _dtype(d))};" for d, v in g.stores if d in g.full]
+        lines += [f"{names[d]} = {name(v, _dtype(d))};" for d, v in g.stored_in(level, early)]
         for n in needed:  # full-size values live only inside their loop
             del names[n]
         if not reductions:
