@@ -80,6 +80,7 @@ def test_rules_outside_what_c_can_express_stay_on_torch_compile():
         hp = {"lr": 0.1}
         cloops.generate(cloops.trace(opt.rule, p, opt.state[p], hp), 2 + len(opt.state[p]))
     assert _plan(opt) is False  # torch.compile ran it
+    assert "row_normalized" in cloops.last_fallback and "shape" in cloops.last_fallback
     expected = q - 0.1 * p.grad / p.grad.norm(dim=-1, keepdim=True)
     torch.testing.assert_close(p.detach(), expected)
 

@@ -86,7 +86,7 @@ class Unsupported(Exception):  # noqa: N818 (not an error: a reason to fall back
 # --------------------------------------------------------------------------------------------
 
 
-def _flat_hp(hp: dict[str, Any]) -> tuple[list[str], list[float], tuple[Any, ...]]:
+def _flat_hp(hp: dict[str, Any]) -> tuple[list[tuple[str, int | None]], list[float], tuple]:
     """A group's hyperparameters: the paths and values of its numbers (passed to the kernel
     as doubles, so changing one needs no new trace) and the rest (booleans, strings, None:
     they steer the trace, so they are part of its key)."""
@@ -102,7 +102,7 @@ def _flat_hp(hp: dict[str, Any]) -> tuple[list[str], list[float], tuple[Any, ...
     return paths, values, tuple(fixed)
 
 
-def trace(rule: Any, param: Tensor, state: dict[str, Tensor], hp: dict[str, Any]):
+def trace(rule: Any, param: Tensor, state: dict[str, Tensor], hp: dict[str, Any]) -> torch.fx.Graph:
     """The aten graph of ``run_rule`` for one tensor shaped like ``param``: placeholders are
     the parameter, the gradient, ``state``'s tensors (in its order) and the hyperparameters'
     numbers (0-d float64, in ``_flat_hp`` order)."""
@@ -263,8 +263,8 @@ class _Graph:
         self.sums = [
             n for n in self.nodes if n.target is aten.sum.default and n.args[0] in self.full
         ]
-        # every store happens in the last pass, once every earlier pass has read the old
-        # values; the last pass may also sum (a norm of a new value)
+        # the last pass is the first that can compute every stored value (the parameter's
+        # needs the trust ratio: LAMB's and LARS's second pass); it may also sum
         self.passes = 1 + max(
             [
                 0,
@@ -752,6 +752,8 @@ class CPlan:
         return True
 
 
+# why the last rule that ``plan_for`` could not write as C loops stays on torch.compile
+last_fallback: str | None = None
 # rule -> (tensor layout, hyperparameters' fixed values) -> C source: traced once a process
 _SOURCES: weakref.WeakKeyDictionary[Any, dict[Any, str]] = weakref.WeakKeyDictionary()
 
@@ -785,6 +787,8 @@ def plan_for(
                 traced[layout] = generate(trace(rule, p, s, hp), 2 + len(keys))
             runs.setdefault(traced[layout], []).append(i)
         kernels = [(compile_source(source), ids) for source, ids in runs.items()]
-    except Unsupported:
+    except Exception as error:  # Unsupported, or a rule the tracer cannot follow
+        global last_fallback
+        last_fallback = f"{getattr(rule, '__name__', rule)}: {type(error).__name__}: {error}"
         return None
     return CPlan(kernels, keys, paths, fixed, params, states)
